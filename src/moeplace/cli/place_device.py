@@ -1,0 +1,9 @@
+"""`moeplace place device ...`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Register the `place device` subcommand."""

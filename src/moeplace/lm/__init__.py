@@ -1,0 +1,1 @@
+"""Language models built with the MoE layer: data, models, training, sampling."""

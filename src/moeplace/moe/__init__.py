@@ -1,0 +1,1 @@
+"""The sparsely-gated Mixture-of-Experts layer (knows nothing of language models or RL)."""

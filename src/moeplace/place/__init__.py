@@ -1,0 +1,1 @@
+"""One sequential-placement core shared by device placement and chip macro placement."""

@@ -1,0 +1,1 @@
+"""Chip macro placement: Circuit Training / Bookshelf formats, proxy cost, force-directed, rendering."""

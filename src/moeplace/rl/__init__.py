@@ -1,0 +1,1 @@
+"""Policy-gradient core: masked categorical, REINFORCE with baseline, PPO; the grid robot."""

@@ -1,0 +1,103 @@
+"""Small shared helpers: seeding, atomic file writes, progress bars, PNG saving, JSON result lines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a run repeats exactly on CPU."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path` (never half-written)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text to `path` atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes to `path` atomically (temporary file, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def progress(total: int | None = None, desc: str = "", unit: str = "it", **kw: Any) -> Any:
+    """A tqdm progress bar on stderr with rate and ETA; quiet when MOEPLACE_NO_PROGRESS is set."""
+    from tqdm.auto import tqdm
+
+    disable = bool(os.environ.get("MOEPLACE_NO_PROGRESS"))
+    return tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
+                file=sys.stderr, **kw)
+
+
+def print_json_line(figures: dict[str, Any]) -> None:
+    """Print one line of JSON holding a command's or benchmark's figures (always the last line)."""
+    print(json.dumps(figures, sort_keys=True, default=_json_default), flush=True)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def markdown_table(rows: list[dict[str, Any]], floatfmt: str = ".4g") -> str:
+    """Render a list of dicts (same keys) as a Markdown table."""
+    if not rows:
+        return ""
+    keys = list(rows[0].keys())
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
