@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 ## test: lint and run the test suite (what CI runs)
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 ## test-slow: the longer checks that the default run leaves out
@@ -27,4 +27,4 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check .
