@@ -109,6 +109,17 @@ class ExpertParallel(nn.Module):
         if hasattr(local, "num_experts"):
             local.num_experts = self.num_local_experts
         self.__dict__["_local"] = local
+        self.tokens_received = 0  # rows this rank's experts computed in the last forward
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (d_model, activation, flops_per_token, ...) comes from the wrapped bank.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            local = self.__dict__.get("_local")
+            if local is None:
+                raise
+            return getattr(local, name)
 
     def extra_repr(self) -> str:
         return (f"experts {self.expert_start}..{self.expert_end - 1} of {self.num_experts} "
@@ -117,6 +128,7 @@ class ExpertParallel(nn.Module):
     def forward(self, x: torch.Tensor, tokens_per_expert: torch.Tensor) -> torch.Tensor:
         params = dict(self.named_parameters())
         if self.world_size == 1:
+            self.tokens_received = int(x.shape[0])
             return functional_call(self._local, params, (x, tokens_per_expert))
         world, n_local = self.world_size, self.num_local_experts
         counts = tokens_per_expert.to(torch.int64).reshape(world, n_local).contiguous()
@@ -125,6 +137,7 @@ class ExpertParallel(nn.Module):
         dist.all_to_all_single(recv_counts, counts, group=self.group)
         sizes = torch.stack([counts.sum(1), recv_counts.sum(1)]).tolist()
         send_splits, recv_splits = sizes[0], sizes[1]
+        self.tokens_received = sum(recv_splits)
         # 2) payload: tokens arrive grouped by source rank, then by local expert.
         x_recv = all_to_all(x, recv_splits, send_splits, self.group)
         # 3) regroup by local expert (stable: each source's order is kept), compute, undo.
