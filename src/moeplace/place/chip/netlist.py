@@ -1,0 +1,464 @@
+"""The chip netlist as numpy arrays, and a streaming reader of Circuit Training's protobuf-text netlists.
+
+A Circuit Training netlist (`netlist.pb.txt`, a tensorflow GraphDef in protobuf text) lists nodes:
+hard macros (`MACRO`), their pins (`MACRO_PIN`, with offsets from the macro centre), soft macros
+(clustered standard cells, `macro`), their pins (`macro_pin`), ports (`PORT`) and standard cells
+(`STDCELL`). A node's `input` fields name the pins it drives, so each driver with inputs is one net;
+the net's weight is the driver's `weight` attribute (default 1). Node order is the .plc `node_index`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from moeplace.errors import InputError
+
+
+class NodeKind(IntEnum):
+    """What a netlist node is."""
+
+    HARD_MACRO = 0
+    SOFT_MACRO = 1
+    PORT = 2
+    HARD_MACRO_PIN = 3
+    SOFT_MACRO_PIN = 4
+
+
+# Circuit Training's `type` attribute -> our kind (a STDCELL is a soft macro that is its own pin).
+# Case matters for macros: upper-case MACRO is a hard macro, lower-case macro a soft macro.
+_TYPE_TO_KIND = {
+    "MACRO": NodeKind.HARD_MACRO,
+    "macro": NodeKind.SOFT_MACRO,
+    "STDCELL": NodeKind.SOFT_MACRO,
+    "stdcell": NodeKind.SOFT_MACRO,
+    "PORT": NodeKind.PORT,
+    "port": NodeKind.PORT,
+    "MACRO_PIN": NodeKind.HARD_MACRO_PIN,
+    "macro_pin": NodeKind.SOFT_MACRO_PIN,
+}
+
+ORIENTATIONS = ("N", "S", "E", "W", "FN", "FS", "FE", "FW")
+# Orientation -> (a, b, c, d) with offset' = (a*dx + b*dy, c*dx + d*dy) (DEF rotations and flips).
+_ORIENT_MATRIX = {
+    "N": (1, 0, 0, 1), "S": (-1, 0, 0, -1), "FN": (-1, 0, 0, 1), "FS": (1, 0, 0, -1),
+    "E": (0, 1, -1, 0), "W": (0, -1, 1, 0), "FE": (0, -1, -1, 0), "FW": (0, 1, 1, 0),
+}
+_ORIENT_CODE = {name: i for i, name in enumerate(ORIENTATIONS)}
+_ORIENT_TABLE = np.array([_ORIENT_MATRIX[o] for o in ORIENTATIONS], dtype=np.float64)  # [8, 4]
+
+
+def orientation_code(name: str) -> int:
+    """Index of an orientation name in ORIENTATIONS ('-' or '' count as N)."""
+    if name in ("-", ""):
+        return 0
+    try:
+        return _ORIENT_CODE[name]
+    except KeyError:
+        raise ValueError(f"orientation: unknown {name!r} (expected one of {ORIENTATIONS})") from None
+
+
+def orient_offsets(dx: np.ndarray, dy: np.ndarray, orient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pin offsets `(dx, dy)` from a macro centre transformed by orientation codes `orient` (vectorised)."""
+    m = _ORIENT_TABLE[orient]
+    return m[..., 0] * dx + m[..., 1] * dy, m[..., 2] * dx + m[..., 3] * dy
+
+
+def swaps_axes(orient: np.ndarray) -> np.ndarray:
+    """True where an orientation turns a macro by 90 degrees (E, W, FE, FW swap width and height)."""
+    return _ORIENT_TABLE[orient][..., 0] == 0
+
+
+@dataclass
+class Netlist:
+    """A chip netlist: one row per node (file order = .plc node_index), nets as CSR, positions = centres."""
+
+    names: list[str]
+    kind: np.ndarray  # int8 [N] NodeKind
+    width: np.ndarray  # float64 [N] (0 for pins and ports)
+    height: np.ndarray  # float64 [N]
+    x: np.ndarray  # float64 [N] centre x (pins: absolute x as read; see pin_positions)
+    y: np.ndarray  # float64 [N]
+    orient: np.ndarray  # int8 [N] index into ORIENTATIONS (hard macros; 0 elsewhere)
+    fixed: np.ndarray  # bool [N]
+    parent: np.ndarray  # int64 [N] macro of a pin, -1 otherwise
+    x_offset: np.ndarray  # float64 [N] pin offset from the parent centre (orientation N)
+    y_offset: np.ndarray  # float64 [N]
+    weight: np.ndarray  # float64 [N] node `weight` attribute (1 where absent)
+    net_driver: np.ndarray  # int64 [M] driver node of each net
+    net_ptr: np.ndarray  # int64 [M+1] CSR offsets into net_pins
+    net_pins: np.ndarray  # int64 [P] nodes of each net, the driver first
+    net_weight: np.ndarray  # float64 [M] the driver's weight
+    canvas: tuple[float, float] | None = None  # (width, height) where the file states one
+    metadata: dict[str, object] = field(default_factory=dict)
+    source: str = ""
+    _index: dict[str, int] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes of every kind."""
+        return len(self.names)
+
+    @property
+    def num_nets(self) -> int:
+        """Number of nets (drivers with at least one sink)."""
+        return len(self.net_driver)
+
+    def of_kind(self, kind: NodeKind) -> np.ndarray:
+        """Indices of the nodes of one kind, in node order."""
+        return np.flatnonzero(self.kind == int(kind))
+
+    @property
+    def hard_macros(self) -> np.ndarray:
+        """Indices of the hard macros."""
+        return self.of_kind(NodeKind.HARD_MACRO)
+
+    @property
+    def soft_macros(self) -> np.ndarray:
+        """Indices of the soft macros (clustered standard cells)."""
+        return self.of_kind(NodeKind.SOFT_MACRO)
+
+    @property
+    def ports(self) -> np.ndarray:
+        """Indices of the ports."""
+        return self.of_kind(NodeKind.PORT)
+
+    @property
+    def macros(self) -> np.ndarray:
+        """Indices of hard and soft macros (the nodes with an area)."""
+        return np.flatnonzero((self.kind == NodeKind.HARD_MACRO) | (self.kind == NodeKind.SOFT_MACRO))
+
+    def index(self, name: str) -> int:
+        """Node index of a name (KeyError if absent)."""
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        return self._index[name]
+
+    def footprint(self) -> tuple[np.ndarray, np.ndarray]:
+        """Width and height of every node as placed (E/W orientations swap a hard macro's sides)."""
+        swap = swaps_axes(self.orient) & (self.kind == NodeKind.HARD_MACRO)
+        return np.where(swap, self.height, self.width), np.where(swap, self.width, self.height)
+
+    def macro_area(self) -> float:
+        """Total area of hard and soft macros."""
+        m = self.macros
+        return float(np.sum(self.width[m] * self.height[m]))
+
+    def net_sizes(self) -> np.ndarray:
+        """Number of pins (driver included) of each net."""
+        return np.diff(self.net_ptr)
+
+    def copy(self) -> Netlist:
+        """A copy whose position/orientation arrays can be changed without touching this one."""
+        return Netlist(**{k: (v.copy() if isinstance(v, np.ndarray) else v)
+                          for k, v in self.__dict__.items() if k != "_index"})
+
+
+def pin_positions(netlist: Netlist, x: np.ndarray | None = None, y: np.ndarray | None = None,
+                  orient: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute position of every node: hard-macro pins = parent centre + oriented offset, soft-macro
+    pins = parent centre, macros and ports = their own centre. `x, y, orient` default to the netlist's."""
+    x = netlist.x if x is None else x
+    y = netlist.y if y is None else y
+    orient = netlist.orient if orient is None else orient
+    px, py = x.astype(np.float64, copy=True), y.astype(np.float64, copy=True)
+    pins = np.flatnonzero(netlist.parent >= 0)
+    px[pins], py[pins] = positions_of(netlist, pins, x, y, orient)
+    return px, py
+
+
+def positions_of(netlist: Netlist, nodes: np.ndarray, x: np.ndarray, y: np.ndarray,
+                 orient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute positions of some nodes (pins follow their macros, as in pin_positions)."""
+    par = netlist.parent[nodes]
+    is_pin = par >= 0
+    owner = np.where(is_pin, par, nodes)
+    hard_pin = netlist.kind[nodes] == NodeKind.HARD_MACRO_PIN
+    dx, dy = orient_offsets(netlist.x_offset[nodes], netlist.y_offset[nodes], orient[owner])
+    return (x[owner] + np.where(hard_pin, dx, 0.0), y[owner] + np.where(hard_pin, dy, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Protobuf-text reader
+# ---------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'\s*(?:(\{)|(\})|([A-Za-z_][\w.]*)\s*:?|"((?:[^"\\]|\\.)*)"|([^\s{}"#]+)|(#.*))')
+
+
+class _Node:
+    """One parsed `node { ... }` block."""
+
+    __slots__ = ("name", "inputs", "attrs", "line")
+
+    def __init__(self, line: int) -> None:
+        self.name: str | None = None
+        self.inputs: list[str] = []
+        self.attrs: dict[str, object] = {}
+        self.line = line
+
+
+def _unescape(s: str) -> str:
+    return re.sub(r"\\(.)", r"\1", s) if "\\" in s else s
+
+
+def _open_text(path: Path):
+    """Open a plain or gzipped text file."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+class _PbtxtReader:
+    """A streaming reader of a GraphDef in protobuf text: keeps each `node` block's name, inputs, attrs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.nodes: list[_Node] = []
+        self.stack: list[str] = []  # names of the open blocks
+        self.node: _Node | None = None
+        self.attr_key: str | None = None
+        self.lineno = 0
+
+    def fail(self, reason: str) -> InputError:
+        """An InputError naming the file and the current line."""
+        return InputError(f"{self.path}:{self.lineno}: {reason}")
+
+    def open_block(self, name: str) -> None:
+        """Handle `name {`."""
+        if name == "node":
+            if self.stack:
+                raise self.fail("'node' block inside another block")
+            self.node = _Node(self.lineno)
+        elif name == "attr":
+            if self.stack != ["node"]:
+                raise self.fail("'attr' outside a node")
+            self.attr_key = None
+        self.stack.append(name)
+
+    def close_block(self) -> None:
+        """Handle `}`."""
+        if not self.stack:
+            raise self.fail("unmatched '}'")
+        if self.stack.pop() == "node":
+            assert self.node is not None
+            if self.node.name is None:
+                raise self.fail("node without a name")
+            self.nodes.append(self.node)
+            self.node = None
+
+    def scalar(self, name: str, value: object) -> None:
+        """Handle `name: value` inside the current block."""
+        stack = self.stack
+        top = stack[-1] if stack else None
+        if top == "node":
+            assert self.node is not None
+            if name == "name":
+                self.node.name = str(value)
+            elif name == "input":
+                self.node.inputs.append(str(value))
+        elif top == "attr":
+            if name == "key":
+                self.attr_key = str(value)
+        elif top == "value" and len(stack) >= 2 and stack[-2] == "attr":
+            if self.attr_key is None:
+                raise self.fail("attr value before its key")
+            assert self.node is not None
+            self.node.attrs[self.attr_key] = value
+        elif top is None:
+            raise self.fail(f"field {name!r} outside any block")
+
+    @staticmethod
+    def value_of(text: str) -> object:
+        """A scalar's value: a number where it parses as one, else the text (enums, booleans)."""
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def line(self, line: str) -> None:
+        """Consume one line (fast path for the usual one-item-a-line layout, tokenizer otherwise)."""
+        s = line.strip()
+        if not s or s[0] == "#":
+            return
+        if s == "}":
+            self.close_block()
+            return
+        if s[-1] == "{" and s[:-1].rstrip().isidentifier():
+            self.open_block(s[:-1].rstrip())
+            return
+        key, sep, val = s.partition(":")
+        if sep and key.isidentifier():
+            val = val.strip()
+            if val and val[0] == '"' and val[-1] == '"' and val.count('"') == 2 and "\\" not in val:
+                self.scalar(key, val[1:-1])
+                return
+            if val and not any(c in val for c in '{}"# '):
+                self.scalar(key, self.value_of(val))
+                return
+        self.tokens(line)
+
+    def tokens(self, line: str) -> None:
+        """Consume a line with several items (e.g. `attr { key: "x" value { f: 1 } }`)."""
+        pending: str | None = None
+        pos, n = 0, len(line)
+        while pos < n:
+            m = _TOKEN.match(line, pos)
+            if m is None or m.end() == pos:
+                if line[pos:].strip():
+                    raise self.fail(f"unexpected text {line[pos:].strip()[:40]!r}")
+                break
+            pos = m.end()
+            ob, cb, ident, string, bare, comment = m.groups()
+            if comment is not None:
+                break
+            if ob is not None:
+                if pending is None:
+                    raise self.fail("'{' without a field name")
+                self.open_block(pending)
+                pending = None
+            elif cb is not None:
+                if pending is not None:
+                    raise self.fail(f"field {pending!r} has no value")
+                self.close_block()
+            elif ident is not None and pending is None:
+                pending = ident
+            else:
+                if pending is None:
+                    raise self.fail(f"value {m.group(0).strip()!r} without a field name")
+                if string is not None:
+                    self.scalar(pending, _unescape(string))
+                else:
+                    self.scalar(pending, self.value_of(ident if ident is not None else bare))
+                pending = None
+        if pending is not None:
+            raise self.fail(f"field {pending!r} has no value on its line")
+
+    def read(self) -> list[_Node]:
+        """Read the whole file; InputError with file:line on anything malformed."""
+        try:
+            fh = _open_text(self.path)
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot read netlist ({e.strerror or e})") from None
+        with fh:
+            try:
+                for line in fh:
+                    self.lineno += 1
+                    self.line(line)
+            except (UnicodeDecodeError, EOFError, OSError, gzip.BadGzipFile) as e:
+                raise self.fail(f"cannot read ({e})") from None
+        if self.stack:
+            raise self.fail(f"file ends inside an open '{self.stack[-1]}' block")
+        return self.nodes
+
+
+def _num(node: _Node, key: str, path: Path, default: float | None = None) -> float:
+    v = node.attrs.get(key, default)
+    if v is None:
+        raise InputError(f"{path}:{node.line}: node {node.name!r} lacks attribute {key!r}")
+    if not isinstance(v, float):
+        raise InputError(f"{path}:{node.line}: node {node.name!r} attribute {key!r} is not a number: {v!r}")
+    return v
+
+
+def load_netlist(path: str | Path) -> Netlist:
+    """Read a Circuit Training protobuf-text netlist (plain or gzipped) into a Netlist."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: netlist file not found")
+    raw = _PbtxtReader(path).read()
+    metadata: dict[str, object] = {}
+    nodes: list[_Node] = []
+    for nd in raw:
+        if nd.name == "__metadata__":
+            metadata.update(nd.attrs)
+        else:
+            nodes.append(nd)
+    if not nodes:
+        raise InputError(f"{path}: no nodes in netlist")
+    n = len(nodes)
+    names = [nd.name for nd in nodes]  # type: ignore[misc]
+    index: dict[str, int] = {}
+    for i, nd in enumerate(nodes):
+        if nd.name in index:
+            raise InputError(f"{path}:{nd.line}: duplicate node name {nd.name!r}")
+        index[nd.name] = i  # type: ignore[index]
+    kind = np.zeros(n, np.int8)
+    width, height = np.zeros(n), np.zeros(n)
+    x, y = np.zeros(n), np.zeros(n)
+    orient = np.zeros(n, np.int8)
+    fixed = np.zeros(n, bool)
+    parent = np.full(n, -1, np.int64)
+    x_off, y_off = np.zeros(n), np.zeros(n)
+    weight = np.ones(n)
+    for i, nd in enumerate(nodes):
+        t = nd.attrs.get("type")
+        if t not in _TYPE_TO_KIND:
+            raise InputError(f"{path}:{nd.line}: node {nd.name!r} has unknown type {t!r}")
+        k = _TYPE_TO_KIND[t]  # type: ignore[index]
+        kind[i] = k
+        x[i] = _num(nd, "x", path, 0.0)
+        y[i] = _num(nd, "y", path, 0.0)
+        weight[i] = _num(nd, "weight", path, 1.0)
+        if k in (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO):
+            width[i] = _num(nd, "width", path)
+            height[i] = _num(nd, "height", path)
+            if width[i] < 0 or height[i] < 0:
+                raise InputError(f"{path}:{nd.line}: node {nd.name!r} has a negative size")
+            if k == NodeKind.HARD_MACRO:
+                o = str(nd.attrs.get("orientation", "N"))
+                try:
+                    orient[i] = orientation_code(o)
+                except ValueError:
+                    raise InputError(f"{path}:{nd.line}: node {nd.name!r} has unknown orientation {o!r}") \
+                        from None
+        elif k == NodeKind.PORT:
+            fixed[i] = True
+        else:
+            macro = nd.attrs.get("macro_name")
+            if macro is None:
+                raise InputError(f"{path}:{nd.line}: pin {nd.name!r} lacks attribute 'macro_name'")
+            j = index.get(str(macro))
+            if j is None:
+                raise InputError(f"{path}:{nd.line}: pin {nd.name!r} names unknown macro {macro!r}")
+            parent[i] = j
+            x_off[i] = _num(nd, "x_offset", path, 0.0)
+            y_off[i] = _num(nd, "y_offset", path, 0.0)
+    # Check pin parents have the right kind (done after all kinds are known).
+    for i in np.flatnonzero(parent >= 0):
+        want = NodeKind.HARD_MACRO if kind[i] == NodeKind.HARD_MACRO_PIN else NodeKind.SOFT_MACRO
+        if kind[parent[i]] != want:
+            nd = nodes[i]
+            raise InputError(f"{path}:{nd.line}: pin {nd.name!r} belongs to {names[parent[i]]!r}, "
+                             f"which is not a {want.name.lower()}")
+    drivers, ptr, pins = [], [0], []
+    for i, nd in enumerate(nodes):
+        if not nd.inputs:
+            continue
+        if kind[i] == NodeKind.HARD_MACRO:
+            raise InputError(f"{path}:{nd.line}: hard macro {nd.name!r} drives a net (only pins, ports "
+                             "and standard cells can)")
+        drivers.append(i)
+        pins.append(i)
+        for s in nd.inputs:
+            j = index.get(s)
+            if j is None:
+                raise InputError(f"{path}:{nd.line}: node {nd.name!r} drives unknown node {s!r}")
+            pins.append(j)
+        ptr.append(len(pins))
+    net_driver = np.asarray(drivers, np.int64)
+    canvas = None
+    if "canvas_width" in metadata and "canvas_height" in metadata:
+        canvas = (float(metadata["canvas_width"]), float(metadata["canvas_height"]))  # type: ignore[arg-type]
+    return Netlist(
+        names=names, kind=kind, width=width, height=height, x=x, y=y, orient=orient, fixed=fixed,
+        parent=parent, x_offset=x_off, y_offset=y_off, weight=weight, net_driver=net_driver,
+        net_ptr=np.asarray(ptr, np.int64), net_pins=np.asarray(pins, np.int64),
+        net_weight=weight[net_driver].copy(), canvas=canvas, metadata=metadata, source=str(path),
+    )
