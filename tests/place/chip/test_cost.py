@@ -289,13 +289,14 @@ def test_incremental_moves_agree_with_full_evaluation(ariane):
         nodes = np.array([rng.choice(hard), rng.choice(soft)])
         x, y = rng.uniform(100, 1300, 2), rng.uniform(100, 1300, 2)
         orient = rng.integers(0, 8, 2) if step % 2 else None
-        proposed = state.propose(nodes, x, y, orient)
+        before = state.terms()
+        proposed = state.move(nodes, x, y, orient)
         if step % 3 == 0:
-            state.revert()
+            assert state.reject() == before and state.terms() == before
             continue
-        state.commit()
+        state.accept()
         full = pc.evaluate(state.x, state.y, state.orient)
-        assert state.terms == proposed
+        assert state.terms() == proposed
         for a, b in zip(proposed.as_dict().values(), full.as_dict().values()):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
     # the netlist itself was not touched

@@ -3,9 +3,9 @@
 The state keeps the pin positions, per-net HPWL, the macro area map, the raw (unsmoothed) net
 routing demand and the macros' routing allocation. Moving nodes updates only the nets touching
 them (old routes out, new routes in) and the moved macros' footprints; smoothing and the top-k
-means are then redone on the small grid maps. `propose` evaluates without changing the state;
-`commit` keeps the proposal, `revert` (or another `propose`) drops it. Floating-point sums drift
-by ~1e-12 per move; `refresh()` recomputes everything from scratch.
+means are then redone on the small grid maps. `move` (or `propose`) evaluates a move without
+changing the state; `accept` keeps it, `reject` (or another `move`) drops it. Floating-point sums
+drift by ~1e-12 per move; `refresh()` recomputes everything from scratch.
 """
 
 from __future__ import annotations
@@ -59,9 +59,13 @@ class IncrementalProxyCost:
         self.area = c.area_map(c.macros, self.x, self.y, self.orient)
         self.h_raw, self.v_raw = c.net_demand(self.px, self.py)
         self.h_macro, self.v_macro = c.macro_demand_of(c.hard, self.x, self.y, self.orient)
-        self.terms = c.terms(self.net_hpwl, self.area, self.h_raw, self.v_raw, self.h_macro, self.v_macro)
+        self._terms = c.terms(self.net_hpwl, self.area, self.h_raw, self.v_raw, self.h_macro, self.v_macro)
         self._pending = None
-        return self.terms
+        return self._terms
+
+    def terms(self) -> CostTerms:
+        """Cost of the current (accepted) placement."""
+        return self._terms
 
     def propose(self, nodes, x, y, orient=None) -> CostTerms:
         """Cost if `nodes` moved to centres (x, y) (and orientations); the state is unchanged."""
@@ -101,24 +105,23 @@ class IncrementalProxyCost:
                                   h_raw, v_raw, h_macro, v_macro, terms)
         return terms
 
-    def commit(self) -> CostTerms:
-        """Keep the last proposal; returns the new cost."""
+    move = propose  # the name SA/RL code reads best with: terms = state.move(...); state.accept()
+
+    def accept(self) -> CostTerms:
+        """Keep the last proposed move; returns the new cost."""
         p = self._pending
         if p is None:
-            raise RuntimeError("commit() without a pending propose()")
+            raise RuntimeError("accept() without a pending move()")
         self.x[p.nodes], self.y[p.nodes], self.orient[p.nodes] = p.x, p.y, p.orient
         self.px, self.py, self.net_hpwl, self.area = p.px, p.py, p.net_hpwl, p.area
         self.h_raw, self.v_raw, self.h_macro, self.v_macro = p.h_raw, p.v_raw, p.h_macro, p.v_macro
-        self.terms = p.terms
+        self._terms = p.terms
         self._pending = None
-        return self.terms
+        return self._terms
 
-    def revert(self) -> CostTerms:
-        """Drop the last proposal; returns the unchanged cost."""
+    def reject(self) -> CostTerms:
+        """Drop the last proposed move; returns the unchanged cost."""
         self._pending = None
-        return self.terms
+        return self._terms
 
-    def move(self, nodes, x, y, orient=None) -> CostTerms:
-        """Move nodes and keep the move (propose + commit)."""
-        self.propose(nodes, x, y, orient)
-        return self.commit()
+    commit, revert = accept, reject
