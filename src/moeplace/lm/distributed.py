@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
-from moeplace.errors import InputError, MoeplaceError
+from moeplace.checkpoint import load_checkpoint, load_model_state
+from moeplace.errors import CheckpointError, InputError, MoeplaceError
+from moeplace.moe import parallel
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -139,3 +145,180 @@ def shutdown(ctx: DistContext) -> None:
     """Leave the process group (after a clean run)."""
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# Seams for the training loop: each is a no-op (or the plain single-process action) at world 1.
+
+_CONTEXT = DistContext()
+SHARDED_DIR = "ckpt-sharded"
+
+
+def context() -> DistContext:
+    """The context `setup` made for this process (world size 1 if it was never called)."""
+    return _CONTEXT
+
+
+def setup(timeout_s: float = DEFAULT_TIMEOUT_S, device: str | None = "cpu") -> DistContext:
+    """Join torchrun's process group, remember the context, and quiet every rank but 0.
+
+    Ranks other than 0 print nothing on stdout and show no progress bar; errors still reach stderr.
+    """
+    global _CONTEXT
+    _CONTEXT = init_distributed(timeout_s, device)
+    if _CONTEXT.distributed and not _CONTEXT.is_main:
+        os.environ["MOEPLACE_NO_PROGRESS"] = "1"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return _CONTEXT
+
+
+def parallelize(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """Expert-parallel MoE layers, data-parallel rest, per-rank routing noise; unchanged at world 1.
+
+    Every rank built the same model from the same seed; rank 0's data-parallel weights are
+    broadcast anyway, then ranks > 0 move to their own random stream (routing noise, dropout).
+    """
+    if not ctx.distributed:
+        return model
+    model.to(ctx.device)
+    with guard(ctx, "set-up"):
+        if any(True for _ in parallel._expert_banks(model)):
+            parallel.apply_expert_parallel(model)
+        parallel.broadcast_parameters(model)
+    if ctx.rank:
+        torch.manual_seed(torch.initial_seed() + 7919 * ctx.rank)
+    return model
+
+
+def local_batch(x: torch.Tensor, y: torch.Tensor, ctx: DistContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows [rank::world] of a global (inputs, targets) batch, on this rank's device."""
+    return local_rows(x, ctx).to(ctx.device), local_rows(y, ctx).to(ctx.device)
+
+
+def reduce_gradients(model: nn.Module, ctx: DistContext, max_norm: float) -> None:
+    """After backward: data-parallel gradient mean (experts: / world), then global-norm clipping."""
+    if not ctx.distributed:
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        return
+    parallel.sync_gradients(model)
+    if max_norm > 0:
+        parallel.clip_grad_norm_(model, max_norm)
+
+
+def global_mean(value: torch.Tensor | float, ctx: DistContext) -> float:
+    """The mean of a per-rank scalar over all ranks (what one process would log for the global batch)."""
+    if not ctx.distributed:
+        return float(value)
+    t = torch.as_tensor(value, dtype=torch.float64, device=ctx.device).detach().clone()
+    dist.all_reduce(t)
+    return float(t) / ctx.world_size
+
+
+def agree_time(seconds: float, ctx: DistContext) -> float:
+    """The largest of the ranks' clocks, so every rank takes the same learning rate and stop decision."""
+    if not ctx.distributed:
+        return seconds
+    t = torch.tensor(seconds, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t)
+
+
+def sharded_checkpoint(out_dir: str | os.PathLike[str], single: str = "ckpt.safetensors") -> Path | None:
+    """The run folder's sharded checkpoint if it is there and not older than the single-file one."""
+    shard_dir = Path(out_dir) / SHARDED_DIR
+    index = shard_dir / parallel.INDEX_FILE
+    if not index.is_file():
+        return None
+    one = Path(out_dir) / single
+    if one.is_file() and one.stat().st_mtime > index.stat().st_mtime:
+        return None
+    return shard_dir
+
+
+def find_sharded(path: str | os.PathLike[str], single: str = "ckpt.safetensors") -> Path | None:
+    """The sharded checkpoint `path` names (a run folder or the shard folder itself), or None."""
+    p = Path(path)
+    if (p / parallel.INDEX_FILE).is_file():
+        return p
+    return sharded_checkpoint(p, single) if p.is_dir() else None
+
+
+def save_train_checkpoint(out_dir: str | os.PathLike[str], state: dict[str, Any], model: nn.Module,
+                          optimizer: torch.optim.Optimizer, ctx: DistContext) -> Path:
+    """Write a training checkpoint as shards (every rank calls this; rank 0 writes the index).
+
+    `state` is what the single-process loop would save: its "model" and "optimizer" entries are
+    replaced by the shards; the rest (step, config, vocabulary) goes into shard 0, and each rank's
+    RNG state into its own shard.
+    """
+    extra = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+    with guard(ctx, "checkpointing"):
+        return parallel.save_sharded(Path(out_dir) / SHARDED_DIR, model, optimizer, extra=extra,
+                                     rank_extra={"rng": {"torch": torch.get_rng_state()}})
+
+
+def load_train_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
+                          optimizer: torch.optim.Optimizer, ctx: DistContext,
+                          model_config: dict | None = None,
+                          single: str = "ckpt.safetensors") -> dict[str, Any]:
+    """Resume at any world size from the run folder's sharded or single-file checkpoint.
+
+    Returns the saved state without "model"/"optimizer" (those are loaded in place); its "rng" is
+    this rank's own when the world size is unchanged, otherwise rank 0's stream re-seeded per rank.
+    `model_config` (the run's config_to_dict) must equal the saved one.
+    """
+    shard_dir = sharded_checkpoint(out_dir, single)
+    if shard_dir is not None:
+        with guard(ctx, "loading the checkpoint"):
+            state = parallel.load_sharded(shard_dir, model, optimizer)
+            mine = parallel.read_rank_extra(shard_dir)
+        _check_config(shard_dir, state, model_config)
+        if mine is not None:
+            state["rng"] = mine["rng"]
+        elif ctx.rank:
+            torch.manual_seed(int(state["step"]) * 104729 + ctx.rank)
+            state["rng"] = {"torch": torch.get_rng_state()}
+        return state
+    path = Path(out_dir) / single
+    state = load_checkpoint(path)
+    _check_config(path, state, model_config)
+    shards = parallel.expert_shards(model)
+    cut = {k: (v[shards[k][1]:shards[k][2]] if k in shards else v) for k, v in state.pop("model").items()}
+    load_model_state(model, cut, str(path))
+    opt = state.pop("optimizer")
+    position = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+    by_position = {position[id(p)]: n for n, p in model.named_parameters() if id(p) in position}
+    for i, entry in opt["state"].items():
+        name = by_position.get(int(i))
+        if name in shards:
+            a, b = shards[name][1:]
+            full = shards[name][0]
+            entry.update({k: v[a:b] for k, v in entry.items()
+                          if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == full})
+    try:
+        optimizer.load_state_dict(opt)
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not fit the model ({e})") from None
+    return state
+
+
+def _check_config(source: Path, state: dict[str, Any], model_config: dict | None) -> None:
+    saved = (state.get("config") or {}).get("model")
+    if model_config is not None and saved is not None and saved != model_config:
+        raise CheckpointError(f"{source}: does not fit the model (checkpoint model config differs)")
+
+
+def load_sharded_for_inference(shard_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """A whole model (one process, eval mode) and the saved state from a sharded LM checkpoint."""
+    from moeplace.lm.models import build_model
+    from moeplace.lm.train import train_config_from_dict
+
+    index_extra = load_checkpoint(Path(shard_dir) / parallel.read_index(shard_dir)["shards"][0])["extra"]
+    if not isinstance(index_extra, dict) or "config" not in index_extra:
+        raise CheckpointError(f"{shard_dir}: not a language-model checkpoint (no 'config')")
+    cfg = train_config_from_dict(index_extra["config"], str(shard_dir))
+    model = build_model(cfg.model)
+    state = parallel.load_sharded(shard_dir, model)
+    model.eval()
+    return model, state

@@ -306,12 +306,13 @@ def _optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer)
 
 def save_sharded(path: str | os.PathLike[str], model: nn.Module,
                  optimizer: torch.optim.Optimizer | None = None, extra: Any = None,
-                 group: ProcessGroup = None) -> Path:
+                 rank_extra: Any = None, group: ProcessGroup = None) -> Path:
     """Every rank writes its shard into directory `path`; rank 0 then writes index.json.
 
     A shard holds this rank's expert slices (and their optimizer state); shard 0 also holds
     every data-parallel parameter, its optimizer state, the param groups and `extra` (any
-    JSON/tensor state such as the step). The index is written last, so it marks a complete save.
+    JSON/tensor state such as the step). `rank_extra` is this rank's own state (e.g. its RNG),
+    read back with `read_rank_extra`. The index is written last, so it marks a complete save.
     """
     world, rank = world_and_rank(group)
     path = Path(path)
@@ -323,6 +324,7 @@ def save_sharded(path: str | os.PathLike[str], model: nn.Module,
         state["optimizer"] = {"state": {k: v for k, v in opt["state"].items() if keep(k)},
                               "param_groups": opt["param_groups"] if rank == 0 else None}
     state["extra"] = extra if rank == 0 else None
+    state["rank_extra"] = rank_extra
     save_checkpoint(path / _shard_file(rank, world), state)
     if world > 1:
         dist.barrier(group=group)
@@ -350,6 +352,15 @@ def read_index(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(index, dict) or index.get("format") != _FORMAT:
         raise CheckpointError(f"{file}: not a {_FORMAT} index")
     return index
+
+
+def read_rank_extra(path: str | os.PathLike[str], group: ProcessGroup = None) -> Any:
+    """This rank's `rank_extra` if the checkpoint was saved at the current world size, else None."""
+    index = read_index(path)
+    world, rank = world_and_rank(group)
+    if index["world_size"] != world:
+        return None
+    return load_checkpoint(Path(path) / index["shards"][rank]).get("rank_extra")
 
 
 def _assemble(name: str, a: int, b: int, ranges: list[list[int]], part: Any) -> torch.Tensor:
