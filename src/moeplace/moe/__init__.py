@@ -1,7 +1,8 @@
 """The sparsely-gated Mixture-of-Experts layer (knows nothing of language models or RL)."""
 
+from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts, GroupedLinear, grouped_linear
-from moeplace.moe.layer import Dispatch, MoE, MoEModule, aux_loss, expert_capacity, moe_stats, sort_by_expert
+from moeplace.moe.layer import MoE, MoEModule, aux_loss, moe_stats
 from moeplace.moe.routing import (
     ROUTERS,
     BiasBalancedRouter,
@@ -19,6 +20,6 @@ from moeplace.moe.routing import (
 __all__ = [
     "ACTIVATIONS", "ROUTERS", "BiasBalancedRouter", "Dispatch", "ExpertChoiceRouter", "Experts",
     "GroupedLinear", "MoE", "MoEModule", "NoisyTopKRouter", "Router", "Routing", "SoftmaxTopKRouter",
-    "SwitchRouter", "aux_loss", "cv_squared", "expert_capacity", "grouped_linear", "moe_stats", "normal_cdf",
-    "sort_by_expert", "z_loss",
+    "SwitchRouter", "aux_loss", "combine", "cv_squared", "expert_capacity", "gather_tokens", "grouped_linear",
+    "moe_stats", "normal_cdf", "sort_by_expert", "z_loss",
 ]

@@ -38,15 +38,15 @@ class GroupedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, counts: tuple[int, ...]) -> Tensor:
-        """Run one matmul per non-empty expert, writing straight into the output rows."""
+        """Run one matmul per non-empty expert, writing straight into the output rows; add biases at once."""
         segs = _segments(counts)
         out = x.new_empty(x.shape[0], weight.shape[2])
         for e, s, t in segs:
-            if bias is not None:
-                torch.addmm(bias[e], x[s:t], weight[e], out=out[s:t])
-            else:
-                torch.mm(x[s:t], weight[e], out=out[s:t])
-        ctx.save_for_backward(x, weight)
+            torch.mm(x[s:t], weight[e], out=out[s:t])
+        lengths = torch.tensor(counts, device=x.device)
+        if bias is not None:
+            out += torch.repeat_interleave(bias, lengths, dim=0, output_size=x.shape[0])
+        ctx.save_for_backward(x, weight, lengths)
         ctx.segs = segs
         ctx.has_bias = bias is not None
         return out
@@ -54,7 +54,7 @@ class GroupedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         """Fill grad_x row segments and the [E, in, out] weight gradient expert by expert."""
-        x, weight = ctx.saved_tensors
+        x, weight, lengths = ctx.saved_tensors
         segs = ctx.segs
         grad_out = grad_out.contiguous()
         grad_x = grad_w = grad_b = None
@@ -71,9 +71,7 @@ class GroupedLinear(torch.autograd.Function):
                 if e not in used:
                     grad_w[e].zero_()
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = weight.new_zeros(weight.shape[0], weight.shape[2])
-            for e, s, t in segs:
-                torch.sum(grad_out[s:t], dim=0, out=grad_b[e])
+            grad_b = torch.segment_reduce(grad_out, "sum", lengths=lengths, axis=0)
         return grad_x, grad_w, grad_b, None
 
 

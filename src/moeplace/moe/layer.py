@@ -5,57 +5,14 @@ No one-hot [tokens, experts, capacity] tensors: dispatch memory is linear in the
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
 from moeplace.moe.routing import ROUTERS, Router, Routing
-
-
-@dataclass
-class Dispatch:
-    """Assignments kept after capacity, sorted by expert (stable: router priority order within an expert)."""
-
-    order: Tensor  # [N] positions into the Routing's assignment list, grouped by expert
-    token_index: Tensor  # [N] token of each sorted row
-    gate: Tensor  # [N] gate of each sorted row
-    tokens_per_expert: Tensor  # [E] int64 rows each expert computes (after drops)
-    routed_per_expert: Tensor  # [E] int64 assignments routed to each expert (before drops)
-    kept: Tensor  # [A] bool over the Routing's assignments: False where dropped for capacity
-    num_dropped: Tensor  # scalar int64
-
-
-def expert_capacity(capacity_factor: float, num_assignments: int, num_experts: int) -> int:
-    """Slots per expert: ceil(capacity_factor · assignments / E)."""
-    return math.ceil(capacity_factor * num_assignments / num_experts)
-
-
-def sort_by_expert(routing: Routing, num_experts: int, capacity: int | None = None) -> Dispatch:
-    """Group assignments by expert; with a capacity, keep each expert's first `capacity` in router order.
-
-    Router order is rank-major for token-choice routers (every token's first choice before any second
-    choice, then by token position), so overflow drops the lowest-priority assignments first.
-    """
-    expert = routing.expert_index
-    A = expert.numel()
-    sorted_expert, order = torch.sort(expert, stable=True)
-    routed = torch.bincount(expert, minlength=num_experts)
-    kept = torch.ones(A, dtype=torch.bool, device=expert.device)
-    if capacity is not None:
-        starts = torch.cumsum(routed, 0) - routed
-        position = torch.arange(A, device=expert.device) - starts[sorted_expert]
-        keep_sorted = position < capacity
-        kept[order[~keep_sorted]] = False
-        order = order[keep_sorted]
-        per_expert = routed.clamp(max=capacity)
-    else:
-        per_expert = routed
-    return Dispatch(order, routing.token_index[order], routing.gate[order], per_expert, routed, kept,
-                    A - per_expert.sum())
 
 
 def _cv(x: Tensor) -> Tensor:
@@ -90,7 +47,8 @@ class MoEModule(nn.Module):
             raise ValueError(f"x must have shape [..., d_model={self.d_model}], got {tuple(x.shape)}")
         if x.numel() == 0:
             raise ValueError(f"x has no tokens (shape {tuple(x.shape)})")
-        if self.check_finite and not bool(torch.isfinite(x).all()):
+        # One fast reduction; the full element-wise check only when the sum is not finite (or overflowed).
+        if self.check_finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError("x contains NaN or infinite values")
 
     def _record(self, routing: Routing, dispatch: Dispatch, importance: Tensor | None = None) -> None:
@@ -177,8 +135,8 @@ class MoE(MoEModule):
         if self.capacity_factor is not None and routing.capacity_applies:
             capacity = expert_capacity(self.capacity_factor, routing.expert_index.numel(), self.num_experts)
         d = sort_by_expert(routing, self.num_experts, capacity)
-        y = self.experts(x[d.token_index], d.tokens_per_expert)
-        out = x.new_zeros(x.shape).index_add_(0, d.token_index, y * d.gate.to(y.dtype)[:, None])
+        y = self.experts(gather_tokens(x, routing, d), d.tokens_per_expert)
+        out = combine(y, routing, d)
         if self.shared is not None:
             out = out + self.shared(x)
         self.aux_loss = routing.aux_loss
@@ -201,9 +159,9 @@ def aux_loss(model: nn.Module) -> Tensor:
     losses = [m.aux_loss for m in model.modules() if isinstance(m, MoEModule)]
     if not losses:
         return torch.zeros(())
-    total = losses[0].float()
+    total = losses[0]
     for loss in losses[1:]:
-        total = total + loss.float().to(total.device)
+        total = total + loss.to(total.device)
     return total
 
 

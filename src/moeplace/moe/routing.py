@@ -15,9 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _promote(t: Tensor) -> Tensor:
+    """Router arithmetic runs in float32 at least (float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def cv_squared(x: Tensor) -> Tensor:
     """Squared coefficient of variation, population variance / mean^2 (0 for one value or zero mean)."""
-    x = x.float()
+    x = _promote(x)
     if x.numel() <= 1:
         return x.new_zeros(())
     mean = x.mean()
@@ -26,7 +31,7 @@ def cv_squared(x: Tensor) -> Tensor:
 
 def z_loss(logits: Tensor) -> Tensor:
     """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2 (keeps router logits small)."""
-    return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
+    return torch.logsumexp(_promote(logits), dim=-1).pow(2).mean()
 
 
 def normal_cdf(z: Tensor) -> Tensor:
@@ -46,6 +51,7 @@ class Routing:
     load: Tensor  # [E] what the load loss balanced: routed counts, or the smooth estimate in training
     num_tokens: int
     capacity_applies: bool = True  # False when the router already bounds each expert's load
+    ranks: int | None = None  # k when assignments are exactly [k, T] rank-major (token a % T); else None
 
 
 def from_topk(indices: Tensor, gates: Tensor, aux_loss: Tensor, load: Tensor, num_experts: int) -> Routing:
@@ -55,7 +61,7 @@ def from_topk(indices: Tensor, gates: Tensor, aux_loss: Tensor, load: Tensor, nu
     expert_index = indices.t().reshape(-1)
     gate = gates.t().reshape(-1)
     importance = gates.new_zeros(num_experts).index_add_(0, expert_index, gate.detach())
-    return Routing(token_index, expert_index, gate, aux_loss, importance, load, T)
+    return Routing(token_index, expert_index, gate, aux_loss, importance, load, T, ranks=k)
 
 
 def _counts(indices: Tensor, num_experts: int) -> Tensor:
@@ -76,8 +82,8 @@ class Router(nn.Module):
             nn.init.normal_(self.w_gate, std=d_model**-0.5)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Clean router logits x·Wg in float32, [T, E]."""
-        return (x @ self.w_gate).float()
+        """Clean router logits x·Wg, [T, E], in float32 at least (bfloat16 inputs are promoted)."""
+        return _promote(x @ self.w_gate)
 
     def _z(self, logits: Tensor) -> Tensor:
         return self.z_loss_weight * z_loss(logits) if self.z_loss_weight else logits.new_zeros(())
@@ -111,7 +117,8 @@ class NoisyTopKRouter(Router):
     def noisy_logits(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(clean x·Wg, noise std Softplus(x·Wnoise), H(x)); H equals the clean logits outside training."""
         clean = self.logits(x)
-        noise_std = F.softplus((x @ self.w_noise).float()).clamp_min(torch.finfo(torch.float32).tiny)
+        noise_std = F.softplus(_promote(x @ self.w_noise))
+        noise_std = noise_std.clamp_min(torch.finfo(noise_std.dtype).tiny)
         if self.training and self.noisy:
             h = clean + self.sample_noise(clean.shape, clean) * noise_std
         else:

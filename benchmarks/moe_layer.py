@@ -1,0 +1,184 @@
+"""Benchmark: forward+backward time of the MoE layer against a dense FFN, an HF-style loop and GShard one-hot.
+
+Usage:
+    .venv/bin/python benchmarks/moe_layer.py                 # the issue's configurations
+    .venv/bin/python benchmarks/moe_layer.py --configs 16:2 --reps 5
+
+2,048 tokens, d=512, h=1,024, float32, torch's default thread count. All candidates use softmax top-k
+routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
+medians taken, so a noisy shared machine affects every candidate alike. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from moeplace.moe import MoE
+from moeplace.utils import markdown_table, print_json_line
+
+
+class DenseFFN(nn.Module):
+    """The physical limit: one FFN with hidden size k·h (the same active parameters as k experts)."""
+
+    def __init__(self, d: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class LoopMoE(nn.Module):
+    """Per-expert loop in the style of Hugging Face's MixtralSparseMoeBlock (ModuleList of experts)."""
+
+    def __init__(self, d: int, h: int, E: int, k: int) -> None:
+        super().__init__()
+        self.k, self.E = k, E
+        self.gate = nn.Linear(d, E, bias=False)
+        self.experts = nn.ModuleList(DenseFFN(d, h) for _ in range(E))
+
+    def forward(self, x: Tensor) -> Tensor:
+        probs = torch.softmax(self.gate(x), dim=-1)
+        w, sel = probs.topk(self.k, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        mask = F.one_hot(sel, self.E).permute(2, 1, 0)  # [E, k, T]
+        for e in torch.nonzero(mask.sum((1, 2))).flatten().tolist():
+            rank, tok = torch.where(mask[e])
+            y = self.experts[e](x[tok]) * w[tok, rank, None]
+            out.index_add_(0, tok, y)
+        return out
+
+
+class OneHotMoE(nn.Module):
+    """GShard / DeepSpeed style: one-hot dispatch [T, E, C] and combine tensors with einsum."""
+
+    def __init__(self, d: int, h: int, E: int, k: int, capacity_factor: float = 1.25) -> None:
+        super().__init__()
+        self.k, self.E, self.cf = k, E, capacity_factor
+        self.gate = nn.Linear(d, E, bias=False)
+        self.w1 = nn.Parameter(torch.randn(E, d, h) / math.sqrt(d))
+        self.b1 = nn.Parameter(torch.zeros(E, 1, h))
+        self.w2 = nn.Parameter(torch.randn(E, h, d) / math.sqrt(h))
+        self.b2 = nn.Parameter(torch.zeros(E, 1, d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.shape[0]
+        C = math.ceil(self.cf * T * self.k / self.E)
+        probs = torch.softmax(self.gate(x), dim=-1)
+        w, sel = probs.topk(self.k, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        onehot = F.one_hot(sel.t().reshape(-1), self.E)  # [k*T, E], rank-major priority
+        position = (torch.cumsum(onehot, 0) - 1) * onehot
+        keep = (position < C) & (onehot > 0)
+        slot = F.one_hot(position.clamp(max=C - 1), C) * keep[..., None]  # [k*T, E, C]
+        dispatch = slot.view(self.k, T, self.E, C).sum(0).to(x.dtype)  # [T, E, C]
+        combine = (slot.view(self.k, T, self.E, C) * w.t().reshape(self.k, T, 1, 1)).sum(0)
+        xe = torch.einsum("tec,td->ecd", dispatch, x)
+        ye = torch.bmm(F.relu(torch.bmm(xe, self.w1) + self.b1), self.w2) + self.b2
+        return torch.einsum("tec,ecd->td", combine, ye)
+
+
+def step_time(model: nn.Module, x: Tensor, g: Tensor) -> float:
+    """Seconds of one forward + backward (gradients reset to None first)."""
+    model.zero_grad(set_to_none=True)
+    x.grad = None
+    t = time.perf_counter()
+    model(x).backward(g)
+    return time.perf_counter() - t
+
+
+def saved_bytes(model: nn.Module, x: Tensor) -> int:
+    """Bytes of activations autograd saves for backward in one forward (parameters excluded)."""
+    params = {p.data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.data_ptr() not in params and t.data_ptr() != x.data_ptr():
+            seen[t.data_ptr()] = max(seen.get(t.data_ptr(), 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
+
+
+def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bool) -> dict:
+    """Median step times of all candidates at one (E, k), interleaved, as ratios to the dense FFN."""
+    torch.manual_seed(0)
+    cands: dict[str, nn.Module] = {"dense": DenseFFN(d, k * h),
+                                   "moeplace": MoE(d, h, E, k, router="softmax_topk", aux_loss_weight=0.0)}
+    if baselines:
+        cands["hf_loop"] = LoopMoE(d, h, E, k)
+        cands["onehot_einsum"] = OneHotMoE(d, h, E, k)
+    x = torch.randn(T, d, requires_grad=True)
+    g = torch.randn(T, d)
+    times: dict[str, list[float]] = {n: [] for n in cands}
+    for name, m in cands.items():  # warm-up
+        step_time(m, x, g)
+    for r in range(reps):
+        names = list(cands) if r % 2 == 0 else list(reversed(cands))
+        for name in names:
+            times[name].append(step_time(cands[name], x, g))
+    med = {n: statistics.median(v) for n, v in times.items()}
+    row = {"E": E, "k": k, "dense_ms": 1e3 * med["dense"]}
+    for n in cands:
+        if n != "dense":
+            row[f"{n}_x_dense"] = med[n] / med["dense"]
+    del cands
+    gc.collect()
+    return row
+
+
+def memory_growth(E: int, k: int, d: int, h: int, tokens: list[int]) -> list[dict]:
+    """Activation bytes saved for backward per token, ours and one-hot, minus the dense FFN's, as T grows."""
+    torch.manual_seed(0)
+    dense, ours, onehot = DenseFFN(d, k * h), MoE(d, h, E, k, router="softmax_topk"), OneHotMoE(d, h, E, k)
+    rows = []
+    for T in tokens:
+        x = torch.randn(T, d, requires_grad=True)
+        base = saved_bytes(dense, x)
+        row = {"tokens": T, "moeplace_extra_MB": (saved_bytes(ours, x) - base) / 2**20}
+        row["onehot_extra_MB"] = (saved_bytes(onehot, x) - base) / 2**20 if T <= 4096 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    """Run every configuration and print a table and the JSON figures."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="16:2,64:4,256:4,1024:4", help="E:k pairs, comma separated")
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--d-model", type=int, default=512)
+    ap.add_argument("--d-hidden", type=int, default=1024)
+    ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions per configuration")
+    ap.add_argument("--baselines-max-experts", type=int, default=256,
+                    help="run the loop and one-hot baselines only up to this many experts (memory)")
+    ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {args.tokens}, "
+          f"d {args.d_model}, h {args.d_hidden}, float32, reps {args.reps}", flush=True)
+    rows = []
+    for spec in args.configs.split(","):
+        E, k = (int(v) for v in spec.split(":"))
+        rows.append(time_config(E, k, args.tokens, args.d_model, args.d_hidden, args.reps,
+                                E <= args.baselines_max_experts))
+        print(markdown_table([rows[-1]]), flush=True)
+    print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
+    print(markdown_table(rows))
+    mem = memory_growth(16, 2, args.d_model, args.d_hidden, [int(t) for t in args.memory_tokens.split(",")])
+    print("\nextra activation memory saved for backward beyond the dense FFN (E=16, k=2)")
+    print(markdown_table(mem))
+    print_json_line({"timing": rows, "memory": mem})
+
+
+if __name__ == "__main__":
+    main()
