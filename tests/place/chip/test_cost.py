@@ -301,3 +301,54 @@ def test_incremental_moves_agree_with_full_evaluation(ariane):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
     # the netlist itself was not touched
     assert pc.evaluate().proxy == pytest.approx(0.0736 + 0.5 * 0.4988 + 0.5 * 0.7259, abs=1e-3)
+
+
+# ---- cross-check against a plain-loop transcription of the definitions ---------------------------
+
+def _naive():
+    """benchmarks/chip_cost.py's naive_proxy_cost: one Python loop per net, macro and cell."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "chip_cost.py"
+    spec = importlib.util.spec_from_file_location("chip_cost_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.naive_proxy_cost
+
+
+def _random_placement(netlist, header, rng):
+    x, y, orient = netlist.x.copy(), netlist.y.copy(), netlist.orient.copy()
+    m = netlist.macros
+    x[m] = rng.uniform(0, header.width, len(m))
+    y[m] = rng.uniform(0, header.height, len(m))
+    hard = netlist.hard_macros
+    orient[hard] = rng.integers(0, 8, len(hard))
+    return x, y, orient
+
+
+@pytest.mark.parametrize("name", ["sample_clustered", "toy_macro_stdcell", "simple_grouped_with_coords",
+                                  "simple_with_coords", "macro_tiles_10x10"])
+def test_vectorised_equals_plain_loops_on_random_placements(name):
+    naive = _naive()
+    d = CHIP_DIR / "circuit_training" / name
+    netlist = load_netlist(d / "netlist.pb.txt")
+    header = load_placement(netlist, d / "initial.plc")  # smoothing 2 in these headers
+    rng = np.random.default_rng(1)
+    for columns, rows in ((header.columns, header.rows), (7, 5)):
+        header.columns, header.rows = columns, rows
+        pc = ProxyCost(netlist, header)
+        for _ in range(3):
+            x, y, orient = _random_placement(netlist, header, rng)
+            ours = pc.evaluate(x, y, orient)
+            ref = naive(netlist, header, x.tolist(), y.tolist(), orient.tolist())
+            np.testing.assert_allclose([ours.wirelength, ours.density, ours.congestion, ours.proxy], ref,
+                                       rtol=1e-9, atol=1e-12)
+
+
+def test_vectorised_equals_plain_loops_on_random_ariane(ariane):
+    netlist, header, pc = ariane
+    x, y, orient = _random_placement(netlist, header, np.random.default_rng(2))
+    ours = pc.evaluate(x, y, orient)
+    ref = _naive()(netlist, header, x.tolist(), y.tolist(), orient.tolist())
+    np.testing.assert_allclose([ours.wirelength, ours.density, ours.congestion, ours.proxy], ref,
+                               rtol=1e-9, atol=1e-12)

@@ -58,15 +58,15 @@ def _accumulate(runs: list[tuple[np.ndarray, ...]], rows: int, columns: int, hor
 
 
 def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight: np.ndarray,
-               columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+               columns: int, rows: int, net_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw routing demand (H, V) `[rows, cols]` of nets whose pins (CSR order, driver first) sit in
-    grid cells (col, row)."""
+    grid cells (col, row); `net_of` (the net of each pin) may be passed precomputed."""
     segs = Segments()
     m = len(net_ptr) - 1
     if m == 0:
         return segs.maps(columns, rows)
-    lengths = np.diff(net_ptr)
-    net_of = np.repeat(np.arange(m), lengths)
+    if net_of is None:
+        net_of = np.repeat(np.arange(m), np.diff(net_ptr))
     cells = columns * rows
     cell = row * columns + col
     key = sorted_unique(net_of * cells + cell)  # distinct (net, cell), sorted by net then cell

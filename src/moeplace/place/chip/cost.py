@@ -48,8 +48,9 @@ class Grid:
 
     def cell_of(self, x: np.ndarray | float, y: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """(column, row) of points, clamped to the grid (points on or past an edge go to the edge cell)."""
-        col = np.clip(np.floor(np.asarray(x) / self.cell_width), 0, self.columns - 1).astype(np.int64)
-        row = np.clip(np.floor(np.asarray(y) / self.cell_height), 0, self.rows - 1).astype(np.int64)
+        # truncation equals floor for x >= 0, and negatives clamp to 0 either way
+        col = np.clip((np.asarray(x) / self.cell_width).astype(np.int64), 0, self.columns - 1)
+        row = np.clip((np.asarray(y) / self.cell_height).astype(np.int64), 0, self.rows - 1)
         return col, row
 
     def cell_index(self, col: np.ndarray | int, row: np.ndarray | int) -> np.ndarray:
@@ -126,6 +127,7 @@ class ProxyCost:
         n, m = nl.num_nodes, max(nl.num_nets, 1)
         owner = np.where(nl.parent >= 0, nl.parent, np.arange(n))
         net_of_pin = np.repeat(np.arange(nl.num_nets), nl.net_sizes())
+        self.net_of_pin = net_of_pin
         pairs = sorted_unique(owner[nl.net_pins] * m + net_of_pin)
         node, net = pairs // m, pairs % m
         self.node_net_ptr = np.zeros(n + 1, np.int64)
@@ -183,13 +185,14 @@ class ProxyCost:
     def net_demand(self, px: np.ndarray, py: np.ndarray, nets: np.ndarray | None = None):
         """Raw routing demand (H, V) `[rows, cols]` of all nets (or `nets`), before smoothing."""
         nl = self.netlist
+        net_of = None
         if nets is None:
-            ptr, pins, weight = nl.net_ptr, nl.net_pins, nl.net_weight
+            ptr, pins, weight, net_of = nl.net_ptr, nl.net_pins, nl.net_weight, self.net_of_pin
         else:
             ptr, pos = subset_csr(nl.net_ptr, nets)
             pins, weight = nl.net_pins[pos], nl.net_weight[nets]
         col, row = self.grid.cell_of(px[pins], py[pins])
-        return route_nets(col, row, ptr, weight, self.grid.columns, self.grid.rows)
+        return route_nets(col, row, ptr, weight, self.grid.columns, self.grid.rows, net_of)
 
     def macro_demand_of(self, nodes: np.ndarray, x: np.ndarray, y: np.ndarray, orient: np.ndarray):
         """Scaled routing allocation (H, V) `[rows, cols]` of the hard macros `nodes`."""

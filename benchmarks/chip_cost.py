@@ -1,0 +1,229 @@
+"""Proxy-cost speed on Ariane133: a naive per-net Python loop vs our vectorised and incremental paths.
+
+    python benchmarks/chip_cost.py [--repeats 20] [--moves 200]
+
+The naive evaluator below is a plain transcription of Circuit Training's definitions (one Python loop
+per net, per macro, per cell). It also serves as an independent cross-check: the script asserts
+that both evaluators agree. The last line is a JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import numpy as np
+
+from moeplace.data import CHIP_DIR
+from moeplace.place.chip.cost import ProxyCost
+from moeplace.place.chip.netlist import Netlist, NodeKind, load_netlist
+from moeplace.place.chip.plc import PlcHeader, load_placement
+from moeplace.utils import markdown_table, print_json_line
+
+# orientation -> how a pin offset (dx, dy) turns: (a, b, c, d) gives (a*dx + b*dy, c*dx + d*dy)
+TURN = {0: (1, 0, 0, 1), 1: (-1, 0, 0, -1), 2: (0, 1, -1, 0), 3: (0, -1, 1, 0),  # N S E W
+        4: (-1, 0, 0, 1), 5: (1, 0, 0, -1), 6: (0, -1, -1, 0), 7: (0, 1, 1, 0)}  # FN FS FE FW
+
+
+def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
+                     orient: list[int]) -> tuple[float, float, float, float]:
+    """(wirelength, density, congestion, proxy) with plain Python loops; x, y, orient are lists."""
+    kind, parent = nl.kind.tolist(), nl.parent.tolist()
+    xo, yo = nl.x_offset.tolist(), nl.y_offset.tolist()
+    width, height = nl.width.tolist(), nl.height.tolist()
+    n = len(kind)
+    px, py = list(x), list(y)
+    for i in range(n):
+        p = parent[i]
+        if p >= 0:
+            if kind[i] == NodeKind.HARD_MACRO_PIN:
+                a, b, c, d = TURN[orient[p]]
+                px[i] = x[p] + a * xo[i] + b * yo[i]
+                py[i] = y[p] + c * xo[i] + d * yo[i]
+            else:
+                px[i], py[i] = x[p], y[p]
+    ptr, pins, weights = nl.net_ptr.tolist(), nl.net_pins.tolist(), nl.net_weight.tolist()
+    W, H, cols, rows = hd.width, hd.height, hd.columns, hd.rows
+    cw, ch = W / cols, H / rows
+    # wirelength
+    total = 0.0
+    for m in range(len(weights)):
+        xs = [px[p] for p in pins[ptr[m]:ptr[m + 1]]]
+        ys = [py[p] for p in pins[ptr[m]:ptr[m + 1]]]
+        total += weights[m] * (max(xs) - min(xs) + max(ys) - min(ys))
+    wirelength = total / ((W + H) * sum(weights))
+
+    def footprint(i):
+        w, h = width[i], height[i]
+        if kind[i] == NodeKind.HARD_MACRO and orient[i] in (2, 3, 6, 7):
+            w, h = h, w
+        return x[i] - w / 2, y[i] - h / 2, x[i] + w / 2, y[i] + h / 2
+
+    def spans(lo, hi, step, count):
+        """(cell, overlap) of an interval with the cells of one axis."""
+        out = []
+        for k in range(max(0, math.floor(lo / step)), min(count - 1, math.floor(hi / step)) + 1):
+            ov = min(hi, (k + 1) * step) - max(lo, k * step)
+            if ov > 0:
+                out.append((k, ov))
+        return out
+
+    # density
+    area = [[0.0] * cols for _ in range(rows)]
+    for i in range(n):
+        if kind[i] in (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO):
+            x0, y0, x1, y1 = footprint(i)
+            for r, oy in spans(y0, y1, ch, rows):
+                for c, ox in spans(x0, x1, cw, cols):
+                    area[r][c] += ox * oy
+    dens = sorted((a / (cw * ch) for row in area for a in row), reverse=True)
+    k = max(1, math.floor(0.1 * len(dens)))
+    density = 0.5 * sum(dens[:k]) / k
+    # congestion: net routing
+    hdem = [[0.0] * cols for _ in range(rows)]
+    vdem = [[0.0] * cols for _ in range(rows)]
+
+    def hrun(row, c0, c1, w):
+        for c in range(min(c0, c1), max(c0, c1)):
+            hdem[row][c] += w
+
+    def vrun(col, r0, r1, w):
+        for r in range(min(r0, r1), max(r0, r1)):
+            vdem[r][col] += w
+
+    def cell(p):
+        return (min(cols - 1, max(0, math.floor(px[p] / cw))), min(rows - 1, max(0, math.floor(py[p] / ch))))
+
+    for m in range(len(weights)):
+        w = weights[m]
+        net = pins[ptr[m]:ptr[m + 1]]
+        src = cell(net[0])
+        cells = [src]
+        for p in net[1:]:
+            cp = cell(p)
+            if cp not in cells:
+                cells.append(cp)
+        if len(cells) == 3:
+            (i1, j1), (i2, j2), (i3, j3) = sorted(cells)
+            if i1 < i2 < i3 and min(j1, j3) < j2 < max(j1, j3):
+                hrun(j1, i1, i2, w), hrun(j2, i2, i3, w), vrun(i2, j1, j2, w), vrun(i3, j2, j3, w)
+            elif i2 == i3 and i1 < i2 and j1 < min(j2, j3):
+                hrun(j1, i1, i2, w), vrun(i2, j1, max(j2, j3), w)
+            elif j2 == j3:
+                hrun(j1, i1, i2, w), hrun(j2, i2, i3, w), vrun(i2, j1, j2, w)
+            else:
+                (a, ja), (b, jb), (c, jc) = sorted(cells, key=lambda t: t[1])
+                hrun(jb, min(a, b, c), max(a, b, c), w), vrun(a, ja, jb, w), vrun(c, jb, jc, w)
+        else:
+            for t in cells[1:]:
+                hrun(src[1], src[0], t[0], w)
+                vrun(t[0], src[1], t[1], w)
+    ks = int(hd.smoothing)
+    hs = [[0.0] * cols for _ in range(rows)]
+    vs = [[0.0] * cols for _ in range(rows)]
+    for r in range(rows):
+        for c in range(cols):
+            lo, hi = max(0, c - ks), min(cols - 1, c + ks)
+            for cc in range(lo, hi + 1):
+                hs[r][cc] += hdem[r][c] / (hi - lo + 1)
+            lo, hi = max(0, r - ks), min(rows - 1, r + ks)
+            for rr in range(lo, hi + 1):
+                vs[rr][c] += vdem[r][c] / (hi - lo + 1)
+    hcong = [[hs[r][c] / (ch * hd.hroutes_per_micron) for c in range(cols)] for r in range(rows)]
+    vcong = [[vs[r][c] / (cw * hd.vroutes_per_micron) for c in range(cols)] for r in range(rows)]
+    # congestion: hard macros' routing allocation
+    for i in range(n):
+        if kind[i] != NodeKind.HARD_MACRO:
+            continue
+        x0, y0, x1, y1 = footprint(i)
+        rs, cs = spans(y0, y1, ch, rows), spans(x0, x1, cw, cols)
+        top = max(r for r, _ in rs) if len(rs) > 1 and any(o < ch * (1 - 1e-9) for _, o in rs) else None
+        right = max(c for c, _ in cs) if len(cs) > 1 and any(o < cw * (1 - 1e-9) for _, o in cs) else None
+        for r, oy in rs:
+            for c, ox in cs:
+                if r != top:
+                    vcong[r][c] += ox * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
+                if c != right:
+                    hcong[r][c] += oy * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
+    flat = sorted([v for row in vcong for v in row] + [h for row in hcong for h in row], reverse=True)
+    k = max(1, math.floor(0.05 * len(flat)))
+    congestion = sum(flat[:k]) / k
+    return wirelength, density, congestion, wirelength + 0.5 * density + 0.5 * congestion
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    """Run the comparison and print the table and JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20, help="timed repeats of each full evaluation")
+    ap.add_argument("--moves", type=int, default=200, help="timed incremental moves of each kind")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    t = time.perf_counter()
+    nl = load_netlist(CHIP_DIR / "ariane133" / "netlist.pb.txt.gz")
+    parse_s = time.perf_counter() - t
+    hd = load_placement(nl, CHIP_DIR / "ariane133" / "legalized.plc")
+    pc = ProxyCost(nl, hd)
+    x, y, o = nl.x.tolist(), nl.y.tolist(), nl.orient.tolist()
+    naive_terms = naive_proxy_cost(nl, hd, x, y, o)
+    naive_ms = _median_ms(lambda: naive_proxy_cost(nl, hd, x, y, o), max(1, args.repeats // 10))
+    terms = pc.evaluate()
+    ours = (terms.wirelength, terms.density, terms.congestion, terms.proxy)
+    assert np.allclose(naive_terms, ours, rtol=1e-9, atol=1e-12), (naive_terms, ours)
+    full_ms = _median_ms(pc.evaluate, args.repeats)
+    rng = np.random.default_rng(args.seed)
+    state = pc.state()
+    per_kind = {}
+    for label, pool in (("hard", nl.hard_macros), ("soft", nl.soft_macros)):
+        times = []
+        for _ in range(args.moves):
+            i = int(rng.choice(pool))
+            nx, ny = rng.uniform(0, hd.width), rng.uniform(0, hd.height)
+            t = time.perf_counter()
+            state.move([i], [nx], [ny])
+            state.reject()
+            times.append(time.perf_counter() - t)
+        per_kind[label] = 1e3 * statistics.median(times)
+    # check: one accepted move of each kind agrees with a full evaluation
+    for pool in (nl.hard_macros, nl.soft_macros):
+        state.move([int(pool[0])], [700.0], [700.0])
+        state.accept()
+    full = pc.evaluate(state.x, state.y, state.orient)
+    assert abs(full.proxy - state.terms().proxy) < 1e-9
+    rows = [
+        {"evaluation": "naive per-net Python loop (full)", "ms": naive_ms, "speed-up": 1.0},
+        {"evaluation": "vectorised numpy (full)", "ms": full_ms, "speed-up": naive_ms / full_ms},
+        {"evaluation": "incremental, 1 hard macro moves", "ms": per_kind["hard"],
+         "speed-up": naive_ms / per_kind["hard"]},
+        {"evaluation": "incremental, 1 soft macro moves", "ms": per_kind["soft"],
+         "speed-up": naive_ms / per_kind["soft"]},
+    ]
+    print(f"Ariane133 legalized.plc: {nl.num_nets} nets, {len(nl.net_pins)} net pins, grid "
+          f"{hd.columns}x{hd.rows}; netlist parse {parse_s:.2f} s")
+    print(f"costs: wirelength {terms.wirelength:.5f}  density {terms.density:.5f}  "
+          f"congestion {terms.congestion:.5f}  proxy {terms.proxy:.5f} (both evaluators agree)")
+    print(markdown_table(rows, floatfmt=".4g"))
+    print_json_line({
+        "netlist": "ariane133", "parse_s": round(parse_s, 3),
+        "naive_full_ms": round(naive_ms, 2), "full_ms": round(full_ms, 3),
+        "incremental_hard_move_ms": round(per_kind["hard"], 3),
+        "incremental_soft_move_ms": round(per_kind["soft"], 3),
+        "speedup_full": round(naive_ms / full_ms, 1),
+        "speedup_incremental_hard": round(naive_ms / per_kind["hard"], 1),
+        "wirelength": round(terms.wirelength, 6), "density": round(terms.density, 6),
+        "congestion": round(terms.congestion, 6), "proxy": round(terms.proxy, 6),
+    })
+
+
+if __name__ == "__main__":
+    main()
