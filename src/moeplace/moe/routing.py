@@ -69,6 +69,17 @@ def _counts(indices: Tensor, num_experts: int) -> Tensor:
     return torch.bincount(indices.reshape(-1), minlength=num_experts).float()
 
 
+def smooth_load(clean: Tensor, noise_std: Tensor, top_vals: Tensor, idx: Tensor) -> Tensor:
+    """P(x, i) [T, E] of the paper's appendix A: probability that expert i is in the top k of H(x) when only
+    its own noise is resampled. top_vals [T, k+1] are the largest noisy logits, idx [T, k] the kept experts.
+    """
+    k = idx.shape[-1]
+    selected = torch.zeros_like(clean, dtype=torch.bool).scatter_(-1, idx, True)
+    # k-th largest of H excluding i: the (k+1)-th overall if i is among the top k, else the k-th.
+    threshold = torch.where(selected, top_vals[..., k : k + 1], top_vals[..., k - 1 : k])
+    return normal_cdf((clean - threshold) / noise_std)
+
+
 class Router(nn.Module):
     """Base: holds the gating weight Wg [d, E] (the paper's x·Wg) and the optional z-loss weight."""
 
@@ -134,19 +145,11 @@ class NoisyTopKRouter(Router):
         gates = torch.softmax(top_vals[:, :k], dim=-1)
         importance = gates.new_zeros(E).index_add_(0, idx.reshape(-1), gates.reshape(-1))
         if self.training and self.noisy and k < E:
-            load = self.smooth_load(clean, noise_std, top_vals, idx).sum(0)
+            load = smooth_load(clean, noise_std, top_vals, idx).sum(0)
         else:
             load = _counts(idx, E)
         aux = self.w_importance * cv_squared(importance) + self.w_load * cv_squared(load) + self._z(clean)
         return from_topk(idx, gates, aux, load.detach(), E)
-
-    def smooth_load(self, clean: Tensor, noise_std: Tensor, top_vals: Tensor, idx: Tensor) -> Tensor:
-        """P(x, i) [T, E]: probability that expert i is in the top k when only its own noise is resampled."""
-        k = self.k
-        selected = torch.zeros_like(clean, dtype=torch.bool).scatter_(1, idx, True)
-        # k-th largest of H excluding i: the (k+1)-th overall if i is among the top k, else the k-th.
-        threshold = torch.where(selected, top_vals[:, k : k + 1], top_vals[:, k - 1 : k])
-        return normal_cdf((clean - threshold) / noise_std)
 
     def flops_per_token(self) -> int:
         """Two gating matmuls (Wg and Wnoise) per token."""
