@@ -1,0 +1,230 @@
+"""Proximal Policy Optimization (Schulman et al. 2017), written out in order, CleanRL style.
+
+One update: roll out `n_steps` in each of the vector env's sub-environments, compute GAE(lambda)
+advantages (bootstrapping from the value of the final observation on truncation, from zero on
+termination), then run `n_epochs` passes of shuffled minibatches over the clipped surrogate
+objective, the (optionally clipped) value loss and an entropy bonus, with gradient clipping,
+optional linear learning-rate annealing and an optional target-KL early stop.
+
+    algo = PPO(policy, envs, n_steps=32, n_epochs=20)
+    algo.learn(100_000)
+    action = algo.predict(obs)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from moeplace.rl.base import Callback, OnPolicyAlgorithm, progress_bar_for
+from moeplace.rl.distributions import MaskedCategorical
+from moeplace.rl.vec import (
+    action_mask,
+    autoreset_mode,
+    final_obs_batch,
+    index_obs,
+    map_obs,
+    obs_to_tensor,
+    stack_obs,
+)
+
+
+@dataclass
+class PPOConfig:
+    """Every PPO hyperparameter, with the defaults of CleanRL's ppo.py unless noted."""
+
+    learning_rate: float = 2.5e-4
+    """Adam learning rate (the start value when annealed)."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over the `learn` call."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    n_steps: int = 128
+    """Steps per sub-environment per rollout (batch = n_envs * n_steps)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (1 = Monte-Carlo returns, 0 = one-step TD)."""
+    n_minibatches: int = 4
+    """Minibatches per epoch (minibatch = batch / n_minibatches)."""
+    n_epochs: int = 4
+    """Passes over each rollout."""
+    norm_adv: bool = True
+    """Normalise advantages to mean 0, std 1 within each minibatch."""
+    clip_coef: float = 0.2
+    """Surrogate clipping range epsilon."""
+    clip_vloss: bool = True
+    """Clip the value loss around the rollout's values as well."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: float | None = None
+    """Stop the epochs of an update early once approx KL exceeds this (None: never)."""
+    seed: int = 0
+    """Seed of the env resets, action sampling and minibatch shuffling."""
+
+
+class PPO(OnPolicyAlgorithm):
+    """PPO over a Gymnasium (vector) env with discrete, optionally masked, actions."""
+
+    config_cls = PPOConfig
+    config: PPOConfig
+
+    def learn(self, total_timesteps: int, callback: Callback | None = None,
+              progress_bar: bool = True) -> PPO:
+        """Train for `total_timesteps` environment steps (rounded down to whole rollouts, at least one)."""
+        self._require_env()
+        cfg, env, policy = self.config, self.env, self.policy
+        n_envs, n_steps, n_actions = self.n_envs, cfg.n_steps, self.n_actions
+        batch_size = n_envs * n_steps
+        num_updates = max(1, total_timesteps // batch_size)
+        same_step = autoreset_mode(env) == AutoresetMode.SAME_STEP
+        if self._obs is None:
+            obs, info = self._reset()
+            self._obs, self._mask = obs, action_mask(info, n_envs, n_actions)
+            self._after_done = np.zeros(n_envs, dtype=bool)  # NEXT_STEP: this step only resets
+            self._ep_ret, self._ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
+        bar = progress_bar_for(num_updates * batch_size, "ppo", progress_bar)
+        start_steps, start_time = self.num_timesteps, time.perf_counter()
+
+        for update in range(num_updates):
+            if cfg.anneal_lr:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.learning_rate * (1.0 - update / num_updates)
+
+            # 1. Rollout.
+            obs_buf, mask_buf = [], []
+            actions = torch.zeros(n_steps, n_envs, dtype=torch.long)
+            logprobs = torch.zeros(n_steps, n_envs)
+            values = torch.zeros(n_steps, n_envs)
+            rewards = torch.zeros(n_steps, n_envs)
+            terminated = torch.zeros(n_steps, n_envs)
+            dones = torch.zeros(n_steps, n_envs)
+            final_values = torch.zeros(n_steps, n_envs)  # V(final obs) where truncated (SAME_STEP)
+            valid = torch.ones(n_steps, n_envs, dtype=torch.bool)
+            for t in range(n_steps):
+                obs_t = obs_to_tensor(self._obs)
+                mask_t = torch.as_tensor(self._mask) if self._mask is not None else None
+                with torch.no_grad():
+                    logits, value = policy(obs_t)
+                    dist = MaskedCategorical(logits, mask_t)
+                    action = dist.sample(self.generator)
+                obs_buf.append(obs_t)
+                mask_buf.append(mask_t)
+                actions[t], logprobs[t], values[t] = action, dist.log_prob(action), value.flatten()
+                valid[t] = torch.as_tensor(~self._after_done)
+
+                obs, reward, term, trunc, info = env.step(action.numpy())
+                done = np.logical_or(term, trunc)
+                real = ~self._after_done
+                rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
+                terminated[t] = torch.as_tensor(term, dtype=torch.float32)
+                dones[t] = torch.as_tensor(done, dtype=torch.float32)
+                if same_step:
+                    boot = np.flatnonzero(trunc & ~term)
+                    if len(boot):
+                        with torch.no_grad():
+                            _, v_final = policy(obs_to_tensor(final_obs_batch(info, boot)))
+                        final_values[t, boot] = v_final.flatten()
+                self.num_timesteps += int(real.sum())
+                self._ep_ret[real] += reward[real]
+                self._ep_len[real] += 1
+                for i in np.flatnonzero(done & real):
+                    self._log_episode(self._ep_ret[i], self._ep_len[i])
+                    self._ep_ret[i], self._ep_len[i] = 0.0, 0
+                self._after_done = done.copy() if not same_step else np.zeros(n_envs, dtype=bool)
+                self._obs, self._mask = obs, action_mask(info, n_envs, n_actions)
+            bar.update(batch_size)
+
+            # 2. GAE(lambda). next_v is V(s_{t+1}); on an episode end the bootstrap is 0 when
+            # terminated and V(final obs) when truncated (NEXT_STEP: s_{t+1} *is* the final obs).
+            with torch.no_grad():
+                _, next_value = policy(obs_to_tensor(self._obs))
+            advantages = torch.zeros(n_steps, n_envs)
+            last_gae = torch.zeros(n_envs)
+            for t in reversed(range(n_steps)):
+                next_v = next_value.flatten() if t == n_steps - 1 else values[t + 1]
+                if same_step:
+                    boot = torch.where(dones[t].bool(), final_values[t] * (1 - terminated[t]), next_v)
+                else:
+                    boot = next_v * (1 - terminated[t])
+                delta = rewards[t] + cfg.gamma * boot - values[t]
+                last_gae = delta + cfg.gamma * cfg.gae_lambda * (1 - dones[t]) * last_gae
+                advantages[t] = last_gae
+            returns = advantages + values
+
+            # 3. Flatten the batch, keep the real transitions.
+            keep = valid.flatten().nonzero().squeeze(-1)
+            b_obs = index_obs(map_obs(stack_obs(obs_buf), lambda x: x.flatten(0, 1)), keep)
+            b_mask = torch.stack(mask_buf).flatten(0, 1)[keep] if mask_buf[0] is not None else None
+            b_actions, b_logprobs = actions.flatten()[keep], logprobs.flatten()[keep]
+            b_adv, b_returns = advantages.flatten()[keep], returns.flatten()[keep]
+            b_values = values.flatten()[keep]
+
+            # 4. Epochs of minibatches over the clipped objective.
+            n = len(keep)
+            minibatch_size = max(1, -(-n // cfg.n_minibatches))
+            clipfracs, approx_kl = [], torch.tensor(0.0)
+            for _epoch in range(cfg.n_epochs):
+                perm = torch.randperm(n, generator=self.generator)
+                for start in range(0, n, minibatch_size):
+                    mb = perm[start:start + minibatch_size]
+                    logits, new_value = policy(index_obs(b_obs, mb))
+                    dist = MaskedCategorical(logits, b_mask[mb] if b_mask is not None else None)
+                    new_logprob, entropy = dist.log_prob(b_actions[mb]), dist.entropy()
+                    log_ratio = new_logprob - b_logprobs[mb]
+                    ratio = log_ratio.exp()
+                    with torch.no_grad():
+                        approx_kl = ((ratio - 1) - log_ratio).mean()  # the k3 estimator
+                        clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+
+                    mb_adv = b_adv[mb]
+                    if cfg.norm_adv and len(mb) > 1:
+                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    pg_loss = torch.max(-mb_adv * ratio,
+                                        -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+
+                    new_value = new_value.flatten()
+                    if cfg.clip_vloss:
+                        v_delta = (new_value - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                        v_clipped = b_values[mb] + v_delta
+                        v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2,
+                                                 (v_clipped - b_returns[mb]) ** 2).mean()
+                    else:
+                        v_loss = 0.5 * ((new_value - b_returns[mb]) ** 2).mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+                    self.optimizer.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                    break
+
+            # 5. Diagnostics.
+            var_y = b_returns.var().item() if n > 1 else 0.0
+            explained_var = float("nan") if var_y == 0 else 1 - (b_returns - b_values).var().item() / var_y
+            elapsed = time.perf_counter() - start_time
+            stats = {
+                "global_step": float(self.num_timesteps),
+                "mean_return": self.recent_return(),
+                "learning_rate": self.optimizer.param_groups[0]["lr"],
+                "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
+                "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+                "clipfrac": float(np.mean(clipfracs)), "explained_variance": explained_var,
+                "steps_per_second": (self.num_timesteps - start_steps) / max(elapsed, 1e-9),
+            }
+            self.history.append(stats)
+            bar.set_postfix(ret=f"{stats['mean_return']:.3g}", kl=f"{stats['approx_kl']:.3f}")
+            if callback is not None and callback(self, stats) is False:
+                break
+        bar.close()
+        return self

@@ -1,0 +1,175 @@
+"""REINFORCE with a moving-average baseline: the algorithm of the 2017 device-placement paper.
+
+One episode is one sample. Each update collects at least `episodes_per_batch` complete episodes
+with the current policy (episodes started before the previous update are discarded, so every
+sample is on-policy), gives each its return R (discounted by `gamma`, 1 by default), and follows
+the gradient of  mean_i (R_i - b) * sum_t log pi(a_t | s_t)  (+ an optional entropy bonus), where
+the baseline b is an exponential moving average of past batch-mean returns:
+b <- decay * b + (1 - decay) * mean_i R_i  (initialised with the first batch's mean). Episodes
+cut by a time limit count with the return they collected (no critic to bootstrap from).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from moeplace.rl.base import Callback, OnPolicyAlgorithm, progress_bar_for
+from moeplace.rl.distributions import MaskedCategorical
+from moeplace.rl.vec import action_mask, autoreset_mode, index_obs, map_obs, obs_to_tensor, stack_obs
+
+
+@dataclass
+class REINFORCEConfig:
+    """Every REINFORCE hyperparameter."""
+
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    episodes_per_batch: int = 8
+    """Complete episodes per update (at least; all episodes finished by then are used)."""
+    gamma: float = 1.0
+    """Discount of rewards within an episode when forming its return."""
+    baseline_decay: float = 0.9
+    """Decay of the exponential moving-average baseline (0: the last batch's mean)."""
+    normalize_advantage: bool = False
+    """Divide R - b by the batch's standard deviation of R - b."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight (mean entropy per step)."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clip (None: no clipping)."""
+    seed: int = 0
+    """Seed of the env resets and action sampling."""
+
+
+class REINFORCE(OnPolicyAlgorithm):
+    """Monte-Carlo policy gradient with an exponential moving-average baseline; masks supported."""
+
+    config_cls = REINFORCEConfig
+    config: REINFORCEConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.baseline: float | None = None
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"baseline": self.baseline}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        self.baseline = extra.get("baseline")
+
+    def _collect(self, budget: int) -> tuple[Any, torch.Tensor, torch.Tensor | None, list, list]:
+        """Run the policy until enough episodes finish; return their flattened steps and returns.
+
+        Returns (obs [S, ...], actions [S], masks [S, A] or None, episode of each step as a list of
+        index arrays into the S steps, discounted returns).
+        """
+        cfg, env = self.config, self.env
+        n_envs, n_actions = self.n_envs, self.n_actions
+        same_step = autoreset_mode(env) == AutoresetMode.SAME_STEP
+        obs, info = self._reset()
+        mask = action_mask(info, n_envs, n_actions)
+        after_done = np.zeros(n_envs, dtype=bool)
+        obs_buf, mask_buf, act_buf = [], [], []
+        open_steps: list[list[int]] = [[] for _ in range(n_envs)]  # flat indices t * n_envs + i
+        open_rewards: list[list[float]] = [[] for _ in range(n_envs)]
+        episodes, returns = [], []
+        steps = 0
+        while len(episodes) < cfg.episodes_per_batch and steps < budget:
+            obs_t = obs_to_tensor(obs)
+            mask_t = torch.as_tensor(mask) if mask is not None else None
+            with torch.no_grad():
+                logits, _ = self.policy(obs_t)
+                action = MaskedCategorical(logits, mask_t).sample(self.generator)
+            t = len(obs_buf)
+            obs_buf.append(obs_t)
+            mask_buf.append(mask_t)
+            act_buf.append(action)
+            obs, reward, term, trunc, info = env.step(action.numpy())
+            done = np.logical_or(term, trunc)
+            for i in np.flatnonzero(~after_done):
+                open_steps[i].append(t * n_envs + i)
+                open_rewards[i].append(float(reward[i]))
+                if done[i]:
+                    rews = np.asarray(open_rewards[i])
+                    ret = float(np.sum(rews * cfg.gamma ** np.arange(len(rews))))
+                    episodes.append(np.asarray(open_steps[i]))
+                    returns.append(ret)
+                    self._log_episode(float(rews.sum()), len(rews))
+                    open_steps[i], open_rewards[i] = [], []
+            real = int((~after_done).sum())
+            steps += real
+            self.num_timesteps += real
+            after_done = done.copy() if not same_step else np.zeros(n_envs, dtype=bool)
+            mask = action_mask(info, n_envs, n_actions)
+        self._last_collect_steps = steps
+        if not obs_buf:
+            return None, torch.zeros(0), None, [], []
+        b_obs = map_obs(stack_obs(obs_buf), lambda x: x.flatten(0, 1))
+        b_act = torch.stack(act_buf).flatten()
+        b_mask = torch.stack(mask_buf).flatten(0, 1) if mask_buf[0] is not None else None
+        return b_obs, b_act, b_mask, episodes, returns
+
+    def learn(self, total_timesteps: int, callback: Callback | None = None,
+              progress_bar: bool = True) -> REINFORCE:
+        """Train for `total_timesteps` environment steps (the last, incomplete batch is dropped)."""
+        self._require_env()
+        cfg = self.config
+        bar = progress_bar_for(total_timesteps, "reinforce", progress_bar)
+        start_steps, start_time = self.num_timesteps, time.perf_counter()
+        end = self.num_timesteps + total_timesteps
+        while self.num_timesteps < end:
+            b_obs, b_act, b_mask, episodes, returns = self._collect(end - self.num_timesteps)
+            bar.update(self._last_collect_steps)
+            if len(episodes) < cfg.episodes_per_batch:
+                break  # budget ran out before a full batch finished
+
+            # Advantage of each episode against the moving-average baseline (before this batch).
+            r = torch.tensor(returns, dtype=torch.float32)
+            if self.baseline is None:
+                self.baseline = float(r.mean())
+            adv = r - self.baseline
+            if cfg.normalize_advantage and len(r) > 1:
+                adv = adv / (adv.std() + 1e-8)
+
+            # Sum of log-probabilities of each episode's actions, in one forward pass.
+            idx = torch.as_tensor(np.concatenate(episodes), dtype=torch.long)
+            episode_of_step = torch.repeat_interleave(
+                torch.arange(len(episodes)), torch.tensor([len(e) for e in episodes]))
+            logits, _ = self.policy(index_obs(b_obs, idx))
+            dist = MaskedCategorical(logits, b_mask[idx] if b_mask is not None else None)
+            logp = dist.log_prob(b_act[idx])
+            logp_sum = torch.zeros(len(episodes)).index_add(0, episode_of_step, logp)
+            entropy = dist.entropy().mean()
+            pg_loss = -(adv * logp_sum).mean()
+            loss = pg_loss - cfg.ent_coef * entropy
+            self.optimizer.zero_grad()
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.baseline = cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * float(r.mean())
+
+            elapsed = time.perf_counter() - start_time
+            stats = {
+                "global_step": float(self.num_timesteps),
+                "mean_return": self.recent_return(),
+                "batch_return": float(r.mean()),
+                "baseline": self.baseline,
+                "policy_loss": pg_loss.item(),
+                "entropy": entropy.item(),
+                "episodes": float(len(episodes)),
+                "steps_per_second": (self.num_timesteps - start_steps) / max(elapsed, 1e-9),
+            }
+            self.history.append(stats)
+            bar.set_postfix(ret=f"{stats['mean_return']:.3g}", b=f"{self.baseline:.3g}")
+            if callback is not None and callback(self, stats) is False:
+                break
+        bar.close()
+        return self
