@@ -132,7 +132,7 @@ def test_orientation_transform_by_hand():
     ("node {\n  name: \"a\"\n", 2, "ends inside"),
     ("node {\n  name: \"a\"\n}\n}\n", 4, "unmatched"),
     ('node {\n  name: "a"\n  attr { key: "type" value { placeholder: "WIDGET" } }\n}\n', 1, "unknown type"),
-    ('node {\n  name: "a"\n  input: "zz"\n  attr { key: "type" value { placeholder: "PORT" } }\n}\n', 1,
+    ('node {\n  name: "a"\n  input: "zz"\n  attr { key: "type" value { placeholder: "PORT" } }\n}\n', 3,
      "unknown node 'zz'"),
     ('node {\n  name: "m"\n  attr { key: "type" value { placeholder: "MACRO" } }\n}\n', 1, "lacks"),
     ('node {\n  name: "a" "b"\n}\n', 2, "without a field name"),

@@ -193,11 +193,12 @@ _TOKEN = re.compile(r'\s*(?:(\{)|(\})|([A-Za-z_][\w.]*)\s*:?|"((?:[^"\\]|\\.)*)"
 class _Node:
     """One parsed `node { ... }` block."""
 
-    __slots__ = ("name", "inputs", "attrs", "line")
+    __slots__ = ("name", "inputs", "input_lines", "attrs", "line")
 
     def __init__(self, line: int) -> None:
         self.name: str | None = None
         self.inputs: list[str] = []
+        self.input_lines: list[int] = []
         self.attrs: dict[str, object] = {}
         self.line = line
 
@@ -263,6 +264,7 @@ class _PbtxtReader:
                 self.node.name = str(value)
             elif name == "input":
                 self.node.inputs.append(str(value))
+                self.node.input_lines.append(self.lineno)
         elif top == "attr":
             if name == "key":
                 self.attr_key = str(value)
@@ -446,10 +448,10 @@ def load_netlist(path: str | Path) -> Netlist:
                              "and standard cells can)")
         drivers.append(i)
         pins.append(i)
-        for s in nd.inputs:
+        for s, line in zip(nd.inputs, nd.input_lines):
             j = index.get(s)
             if j is None:
-                raise InputError(f"{path}:{nd.line}: node {nd.name!r} drives unknown node {s!r}")
+                raise InputError(f"{path}:{line}: node {nd.name!r} drives unknown node {s!r}")
             pins.append(j)
         ptr.append(len(pins))
     net_driver = np.asarray(drivers, np.int64)
