@@ -40,7 +40,8 @@ def density_cost(density: np.ndarray) -> float:
 
 
 def macro_allocation_maps(xo: np.ndarray, yo: np.ndarray, cell_w: float, cell_h: float,
-                          partial_rule: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                          partial_rule: bool = True, weight: np.ndarray | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Routing demand of hard macros in raw route units: (H [rows, cols], V [rows, cols]) before scaling.
 
     A macro covering a cell blocks vertical routes in proportion to its overlap width there and
@@ -63,6 +64,7 @@ def macro_allocation_maps(xo: np.ndarray, yo: np.ndarray, cell_w: float, cell_h:
         xmask[np.flatnonzero(partial_h), right[partial_h]] = False
     else:
         ymask, xmask = yin, xin
-    v = np.einsum("kr,kc->rc", ymask.astype(np.float64), xo)  # overlap width, on covered rows
-    h = np.einsum("kr,kc->rc", yo, xmask.astype(np.float64))  # overlap height, on covered columns
+    w = np.ones(len(xo)) if weight is None else weight  # +-1 lets a move add and remove in one pass
+    v = np.einsum("k,kr,kc->rc", w, ymask.astype(np.float64), xo)  # overlap width, on covered rows
+    h = np.einsum("k,kr,kc->rc", w, yo, xmask.astype(np.float64))  # overlap height, on covered columns
     return h, v

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moeplace.place.chip.congestion import route_nets
 from moeplace.place.chip.cost import CostTerms, ProxyCost
 from moeplace.place.chip.netlist import NodeKind, pin_positions, positions_of
+from moeplace.place.chip.wirelength import hpwl_per_net, subset_csr
 
 
 @dataclass
@@ -70,6 +72,7 @@ class IncrementalProxyCost:
     def propose(self, nodes, x, y, orient=None) -> CostTerms:
         """Cost if `nodes` moved to centres (x, y) (and orientations); the state is unchanged."""
         c = self.cost
+        nl = c.netlist
         nodes = np.atleast_1d(np.asarray(nodes, np.int64))
         if len(np.unique(nodes)) != len(nodes):
             raise ValueError("nodes: each node may appear once in a move")
@@ -77,29 +80,53 @@ class IncrementalProxyCost:
         new_y = np.broadcast_to(np.asarray(y, np.float64), nodes.shape).copy()
         new_o = (self.orient[nodes].copy() if orient is None
                  else np.broadcast_to(np.asarray(orient, np.int8), nodes.shape).copy())
+        old_x, old_y, old_o = self.x[nodes].copy(), self.y[nodes].copy(), self.orient[nodes].copy()
+        # New pin positions (move, measure, move back: the arrays are ours).
         pins = c.pins_of(nodes)
-        nets = c.nets_of(nodes)
-        old = (self.x[nodes].copy(), self.y[nodes].copy(), self.orient[nodes].copy())
-        # Old contributions of the affected nets and moved macros.
-        macros = nodes[self._is_macro[nodes]]
-        hard = nodes[self._is_hard[nodes]]
-        area = self.area - c.area_map(macros, self.x, self.y, self.orient)
-        h_old, v_old = c.net_demand(self.px, self.py, nets)
-        hm_old, vm_old = c.macro_demand_of(hard, self.x, self.y, self.orient)
-        # Move, measure, move back (the arrays are ours; no copy of the whole placement).
         self.x[nodes], self.y[nodes], self.orient[nodes] = new_x, new_y, new_o
         try:
-            px, py = self.px.copy(), self.py.copy()
-            px[pins], py[pins] = positions_of(c.netlist, pins, self.x, self.y, self.orient)
-            area += c.area_map(macros, self.x, self.y, self.orient)
-            h_new, v_new = c.net_demand(px, py, nets)
-            hm_new, vm_new = c.macro_demand_of(hard, self.x, self.y, self.orient)
+            pin_x, pin_y = positions_of(nl, pins, self.x, self.y, self.orient)
         finally:
-            self.x[nodes], self.y[nodes], self.orient[nodes] = old
-        net_hpwl = self.net_hpwl.copy()
-        net_hpwl[nets] = c.net_hpwl(px, py, nets)
-        h_raw, v_raw = self.h_raw - h_old + h_new, self.v_raw - v_old + v_new
-        h_macro, v_macro = self.h_macro - hm_old + hm_new, self.v_macro - vm_old + vm_new
+            self.x[nodes], self.y[nodes], self.orient[nodes] = old_x, old_y, old_o
+        px, py = self.px.copy(), self.py.copy()
+        px[pins], py[pins] = pin_x, pin_y
+        # Macro footprints: old ones out (weight -1), new ones in (+1), in one pass.
+        area, h_macro, v_macro = self.area, self.h_macro, self.v_macro
+        sel = self._is_macro[nodes]
+        if sel.any():
+            k = int(sel.sum())
+            both = np.concatenate([nodes[sel], nodes[sel]])
+            xo, yo = c.overlaps_at(both, np.concatenate([old_x[sel], new_x[sel]]),
+                                   np.concatenate([old_y[sel], new_y[sel]]),
+                                   np.concatenate([old_o[sel], new_o[sel]]))
+            sign = np.concatenate([-np.ones(k), np.ones(k)])
+            area = area + np.einsum("k,kr,kc->rc", sign, yo, xo)
+            hard = self._is_hard[both]
+            if hard.any():
+                dh, dv = c.macro_allocation(xo[hard], yo[hard], sign[hard])
+                h_macro, v_macro = h_macro + dh, v_macro + dv
+        # Nets of the moved nodes: new HPWL; re-route those whose pin cells changed.
+        nets = c.nets_of(nodes)
+        net_hpwl, h_raw, v_raw = self.net_hpwl, self.h_raw, self.v_raw
+        if len(nets):
+            ptr, pos = subset_csr(nl.net_ptr, nets)
+            sub = nl.net_pins[pos]
+            net_hpwl = net_hpwl.copy()
+            net_hpwl[nets] = hpwl_per_net(px, py, ptr, sub)
+            col0, row0 = c.grid.cell_of(self.px[sub], self.py[sub])
+            col1, row1 = c.grid.cell_of(px[sub], py[sub])
+            moved = np.logical_or.reduceat((col0 != col1) | (row0 != row1), ptr[:-1])
+            if moved.any():
+                lengths = np.diff(ptr)[moved]
+                keep = np.repeat(moved, np.diff(ptr))
+                part = np.zeros(len(lengths) + 1, np.int64)
+                np.cumsum(lengths, out=part[1:])
+                w = nl.net_weight[nets[moved]]
+                dh, dv = route_nets(np.concatenate([col0[keep], col1[keep]]),
+                                    np.concatenate([row0[keep], row1[keep]]),
+                                    np.concatenate([part, part[1:] + part[-1]]), np.concatenate([-w, w]),
+                                    c.grid.columns, c.grid.rows)
+                h_raw, v_raw = h_raw + dh, v_raw + dv
         terms = c.terms(net_hpwl, area, h_raw, v_raw, h_macro, v_macro)
         self._pending = _Proposal(nodes, new_x, new_y, new_o, pins, px, py, nets, net_hpwl, area,
                                   h_raw, v_raw, h_macro, v_macro, terms)
