@@ -274,6 +274,7 @@ def test_grid_cells():
     g = Grid(columns=4, rows=3, width=400.0, height=300.0)
     col, row = g.cell_of(np.array([0.0, 99.9, 100.0, 400.0, -5.0]), np.array([0.0, 150.0, 299.0, 300.0, 1.0]))
     assert col.tolist() == [0, 0, 1, 3, 0] and row.tolist() == [0, 1, 2, 2, 0]
+    assert g.cell_of(5.0, 299.0) == (0, 2) and g.cell_of(-3.0, 1e9) == (0, 2)  # scalars too
     assert g.cell_center(1, 2) == (150.0, 250.0)
     assert g.cell_index(1, 2) == 9 and g.index_center(9) == (150.0, 250.0)
 

@@ -51,8 +51,8 @@ class Grid:
         # truncation equals floor for x >= 0, and negatives clamp to 0 either way
         col = (np.asarray(x) / self.cell_width).astype(np.int64)
         row = (np.asarray(y) / self.cell_height).astype(np.int64)
-        np.minimum(np.maximum(col, 0, out=col), self.columns - 1, out=col)  # np.clip is slower here
-        np.minimum(np.maximum(row, 0, out=row), self.rows - 1, out=row)
+        col = np.minimum(np.maximum(col, 0), self.columns - 1)  # np.clip is slower on small arrays
+        row = np.minimum(np.maximum(row, 0), self.rows - 1)
         return col, row
 
     def cell_index(self, col: np.ndarray | int, row: np.ndarray | int) -> np.ndarray:
