@@ -1,9 +1,254 @@
-"""`moeplace lm ...` subcommands (owned by the language-model work)."""
+"""`moeplace lm train|eval|sample|compare`: MoE language models on any plain-text corpus."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+_MODEL_FLAGS = {  # flag dest -> model config field (per family where names differ)
+    "block_size": "block_size", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "d_ff",
+    "num_experts": "num_experts", "k": "k", "d_expert": "d_expert", "moe_every": "moe_every",
+    "dropout": "dropout", "activation": "activation",
+}
+_TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_decay", "grad_clip",
+                "eval_interval", "eval_tokens", "seed")
+
+
+def parse_duration(text: str) -> float | None:
+    """'165', '165s', '3m', '1.5h' -> seconds; '0' or 'none' -> None (no time budget)."""
+    t = text.strip().lower()
+    if t in ("0", "none", "off"):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smh]?)", t)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 165s, 3m)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _add_corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="text file (90/10 split) or folder with train/valid/test files "
+                        "(default: Tiny Shakespeare)")
+    p.add_argument("--level", choices=["char", "word"], default="char", help="tokenisation level")
+    p.add_argument("--max-vocab", type=int, default=None, help="word level: keep the N most frequent words")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where token-id arrays are cached (default: <out>/../.cache/lm-data)")
+
+
+def _add_model_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (defaults come from --preset)")
+    g.add_argument("--preset", choices=["demo", "nanogpt", "moe-lstm"], default=None,
+                   help="starting configuration (default: demo, or moe-lstm with --family lstm)")
+    g.add_argument("--family", choices=["transformer", "lstm"], default=None, help="model family")
+    g.add_argument("--block-size", type=int, help="context length")
+    g.add_argument("--n-layer", type=int, help="Transformer blocks")
+    g.add_argument("--n-head", type=int, help="attention heads")
+    g.add_argument("--d-model", type=int, help="model width (n_embd / LSTM units)")
+    g.add_argument("--d-ff", type=int, help="dense FFN hidden units (MoE: k * d_expert at equal compute)")
+    g.add_argument("--num-experts", type=int, help="experts per MoE layer (0 = dense)")
+    g.add_argument("--k", type=int, help="experts per token")
+    g.add_argument("--d-expert", type=int, help="hidden units of one expert (default d_ff / k)")
+    g.add_argument("--moe-every", type=int, help="MoE in every (1) or every other (2) Transformer block")
+    g.add_argument("--router", help="MoE router (noisy_topk = the paper's)")
+    g.add_argument("--capacity-factor", type=float, help="MoE capacity factor (default: dropless)")
+    g.add_argument("--dropout", type=float, help="dropout probability")
+    g.add_argument("--activation", choices=["relu", "gelu", "silu"], help="FFN / expert activation")
+    t = p.add_argument_group("training")
+    t.add_argument("--batch-size", type=int, help="sequences per step (global batch)")
+    t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
+    t.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay")
+    t.add_argument("--warmup", type=float, help="fraction of the run spent in linear warm-up")
+    t.add_argument("--max-steps", type=int, help="step budget")
+    t.add_argument("--time-budget", type=parse_duration, default="keep",
+                   help="wall-time budget, e.g. 165s or 3m (0 = none); the LR schedule spans it")
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    t.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0 = off)")
+    t.add_argument("--eval-interval", type=int, help="steps between evaluations")
+    t.add_argument("--eval-tokens", type=int, help="validation tokens per periodic evaluation")
+    t.add_argument("--seed", type=int, help="random seed (batches, init, routing noise)")
+
+
+def build_config(args: argparse.Namespace, vocab_size: int):
+    """The TrainConfig the flags describe: a preset, then every flag given overrides it."""
+    from moeplace.lm.presets import PRESETS
+
+    preset = args.preset or ("moe-lstm" if args.family == "lstm" else "demo")
+    cfg = PRESETS[preset](vocab_size)
+    if args.family is not None and args.family != cfg.model.family:
+        from moeplace.errors import InputError
+
+        raise InputError(f"--family {args.family} does not match --preset {preset} ({cfg.model.family})")
+    m = dataclasses.asdict(cfg.model)
+    for dest, fld in _MODEL_FLAGS.items():
+        v = getattr(args, dest, None)
+        if v is not None and fld in m:
+            m[fld] = v
+    if args.d_model is not None:
+        m["n_embd" if "n_embd" in m else "d_model"] = args.d_model
+    if args.router is not None:
+        m["moe_kwargs"]["router"] = args.router
+    if args.capacity_factor is not None:
+        m["moe_kwargs"]["capacity_factor"] = args.capacity_factor
+    kw = {f: getattr(args, f) for f in _TRAIN_FLAGS if getattr(args, f, None) is not None}
+    if args.time_budget != "keep":
+        kw["time_budget"] = args.time_budget
+    return dataclasses.replace(cfg, model=type(cfg.model)(**m), **kw)
+
+
+def _load_corpus(args: argparse.Namespace, out: Path | None):
+    from moeplace.lm.data import load_corpus
+
+    cache = args.cache_dir or ((out.parent if out else Path("runs")) / ".cache" / "lm-data")
+    return load_corpus(args.corpus, args.level, cache, args.max_vocab)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train (or --resume) a language model, then print validation loss, perplexity and a sample."""
+    import torch
+
+    from moeplace.lm.models import describe
+    from moeplace.lm.train import train
+    from moeplace.utils import print_json_line
+
+    out = Path(args.out)
+    corpus = _load_corpus(args, out)
+    cfg = build_config(args, corpus.vocab_size)
+    res = train(cfg, corpus, out, resume=args.resume)
+    model = res.pop("model")
+    print(describe(model))
+    if res["interrupted"]:
+        print(f"interrupted at step {res['step']}; checkpoint saved in {out} (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    print(f"step {res['step']} ({res['tokens']:,} tokens, {res['train_seconds']:.0f} s): "
+          f"val loss {res['val_loss']:.4f}, perplexity {res['val_ppl']:.2f}")
+    if args.sample_tokens > 0:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        start = torch.tensor([corpus.encode("\n")[:1] or [0]])
+        text = corpus.decode(model.generate(start, args.sample_tokens, 0.8, 40, gen)[0, 1:].tolist())
+        print("sample:\n" + text)
+    if args.json:
+        res.pop("history")
+        print_json_line({k: v for k, v in res.items()})
+    return 0
+
+
+def _checkpoint_corpus(state: dict, args: argparse.Namespace):
+    """A Corpus holding the checkpoint's vocabulary, with the splits of --corpus when one is given."""
+    import numpy as np
+
+    from moeplace.errors import InputError
+    from moeplace.lm.data import Corpus
+
+    info = state["corpus"]
+    if args.corpus is None and getattr(args, "need_data", False):
+        args.corpus = Path(info["source"]) if Path(info["source"]).exists() else None
+    if getattr(args, "need_data", False):
+        args.level = info["level"]
+        corpus = _load_corpus(args, None)
+        if corpus.vocab != info["vocab"]:
+            raise InputError(f"{args.corpus}: vocabulary differs from the checkpoint's (different corpus?)")
+        return corpus
+    empty = np.zeros(0, dtype=np.int64)
+    return Corpus(vocab=info["vocab"], level=info["level"], train=empty, valid=empty, test=empty,
+                  source=info["source"])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Loss and perplexity of a checkpoint on a split."""
+    import math
+
+    from moeplace.lm.train import evaluate, load_for_inference
+    from moeplace.utils import print_json_line
+
+    model, state = load_for_inference(args.checkpoint)
+    args.need_data = True
+    corpus = _checkpoint_corpus(state, args)
+    loss = evaluate(model, corpus.split(args.split), model.block_size, max_tokens=args.max_tokens)
+    print(f"{args.split} loss {loss:.4f}, perplexity {math.exp(loss):.2f} ({corpus.source})")
+    if args.json:
+        print_json_line({"split": args.split, "loss": loss, "perplexity": math.exp(loss),
+                         "step": state["step"]})
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Print text sampled from a checkpoint."""
+    import torch
+
+    from moeplace.errors import InputError
+    from moeplace.lm.train import load_for_inference
+
+    model, state = load_for_inference(args.checkpoint)
+    corpus = _checkpoint_corpus(state, args)
+    ids = corpus.encode(args.prompt) if args.prompt else corpus.encode("\n")[:1]
+    if not ids:
+        raise InputError("--prompt encodes to no tokens")
+    gen = torch.Generator().manual_seed(args.seed)
+    for i in range(args.num_samples):
+        out = model.generate(torch.tensor([ids]), args.max_new_tokens, args.temperature, args.top_k, gen)
+        if i:
+            print("---")
+        print(corpus.decode(out[0].tolist() if args.prompt else out[0, 1:].tolist()))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Dense vs MoE with growing expert counts at equal active compute and tokens: table + plots."""
+    from moeplace.lm.compare import run_compare
+
+    return run_compare(args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Register the lm subcommands."""
+    p = sub.add_parser("train", help="train a language model (default: MoE Transformer, Tiny Shakespeare)")
+    _add_corpus_args(p)
+    _add_model_train_args(p)
+    p.add_argument("--out", default="runs/lm", help="run folder (checkpoint, metrics.jsonl)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the run folder's checkpoint")
+    p.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end")
+    p.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="loss and perplexity of a checkpoint")
+    p.add_argument("checkpoint", help="run folder or .safetensors checkpoint")
+    _add_corpus_args(p)
+    p.add_argument("--split", choices=["train", "valid", "test"], default="valid")
+    p.add_argument("--max-tokens", type=int, default=None, help="evaluate on at most this many tokens")
+    p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("checkpoint", help="run folder or .safetensors checkpoint")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1337)
+    p.set_defaults(func=cmd_sample, corpus=None)
+
+    p = sub.add_parser("compare", help="dense vs MoE with growing expert counts at equal active compute")
+    _add_corpus_args(p)
+    p.add_argument("--family", choices=["transformer", "lstm"], default="transformer", help="model family")
+    p.add_argument("--experts", default="0,4,16,64", help="comma-separated expert counts (0 = dense)")
+    p.add_argument("--k", type=int, default=2, help="experts per token")
+    p.add_argument("--d-model", type=int, default=64, help="model width")
+    p.add_argument("--d-expert", type=int, default=128,
+                   help="hidden units per expert; dense d_ff = k * d_expert")
+    p.add_argument("--n-layer", type=int, default=2, help="Transformer blocks (MoE in each)")
+    p.add_argument("--block-size", type=int, default=64, help="context length")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per step")
+    p.add_argument("--steps", type=int, default=1000, help="training steps of every model (equal tokens)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--router", default="noisy_topk", help="MoE router")
+    p.add_argument("--eval-interval", type=int, default=100, help="steps between validation evaluations")
+    p.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens per periodic evaluation")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--out", default="runs/lm-compare", help="folder for the table, CSV, plots and runs")
+    p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    p.set_defaults(func=cmd_compare)

@@ -208,9 +208,11 @@ def reduce_gradients(model: nn.Module, ctx: DistContext, max_norm: float) -> Non
 
 def global_mean(value: torch.Tensor | float, ctx: DistContext) -> float:
     """The mean of a per-rank scalar over all ranks (what one process would log for the global batch)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
     if not ctx.distributed:
         return float(value)
-    t = torch.as_tensor(value, dtype=torch.float64, device=ctx.device).detach().clone()
+    t = torch.as_tensor(value, dtype=torch.float64, device=ctx.device).clone()
     dist.all_reduce(t)
     return float(t) / ctx.world_size
 

@@ -1,0 +1,39 @@
+"""Named training set-ups: the default MoE demo, nanoGPT's CPU recipe, and the paper's MoE-LSTM."""
+
+from __future__ import annotations
+
+from moeplace.lm.lstm import LSTMConfig
+from moeplace.lm.train import TrainConfig
+from moeplace.lm.transformer import TransformerConfig
+
+# Paper's balancing losses (importance and load, weight 0.1 each) through the noisy top-k router.
+PAPER_MOE = {"router": "noisy_topk"}
+
+
+def nanogpt_cpu(vocab_size: int) -> TrainConfig:
+    """nanoGPT's published CPU recipe for Tiny Shakespeare (train_shakespeare_char.py, CPU overrides)."""
+    model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
+                              d_ff=512, dropout=0.0, bias=False, activation="gelu")
+    return TrainConfig(model=model, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100 / 2000, max_steps=2000,
+                       weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=0)
+
+
+def demo(vocab_size: int) -> TrainConfig:
+    """The default `moeplace lm train`: a sparse MoE Transformer tuned for ~165 s on 2 CPU cores."""
+    model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
+                              d_ff=512, dropout=0.0, bias=False, activation="gelu",
+                              num_experts=8, k=2, moe_every=2, moe_kwargs=dict(PAPER_MOE))
+    return TrainConfig(model=model, batch_size=64, lr=3e-3, min_lr=3e-4, warmup=0.03, max_steps=100_000,
+                       time_budget=155.0, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
+                       eval_interval=500, eval_tokens=8192)
+
+
+def moe_lstm(vocab_size: int) -> TrainConfig:
+    """The paper's MoE-LSTM shape at small scale (d_model 128, 16 experts, k=2)."""
+    model = LSTMConfig(vocab_size=vocab_size, block_size=64, d_model=128, d_ff=512, num_experts=16, k=2,
+                       moe_kwargs=dict(PAPER_MOE))
+    return TrainConfig(model=model, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=0.03, max_steps=2000,
+                       eval_interval=500, eval_tokens=8192)
+
+
+PRESETS = {"demo": demo, "nanogpt": nanogpt_cpu, "moe-lstm": moe_lstm}
