@@ -160,3 +160,15 @@ def test_policy_masks_and_shapes(head: str) -> None:
     torch.testing.assert_close(logits_b[0], logits)
     (logits_b[:, 1:].sum() + value_b.sum()).backward()
     assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
+
+
+def test_rl_search_trains_ppo_and_keeps_the_best_episode() -> None:
+    from moeplace.place.search import rl_search
+
+    problem = ToyGrid()
+    r = rl_search(problem, max_episodes=16, seed=0, progress=False, episodes_per_update=4)
+    assert r.evaluations >= 16
+    assert r.cost == pytest.approx(problem.cost(r.placement))
+    assert r.cost < PENALTY and len(set(r.placement.tolist())) == problem.n
+    assert r.policy is not None
+    assert r.cost >= brute_force(problem) - 1e-9

@@ -1,9 +1,145 @@
-"""`moeplace place chip ...`."""
+"""`moeplace place chip`: place a netlist's hard macros with RL (PPO) and/or simulated annealing.
+
+    moeplace place chip --netlist netlist.pb.txt --plc initial.plc --method sa --budget 10m \\
+        --out placement.plc --png placement.png
+
+Prints wirelength, density, congestion and proxy cost of the input placement and of each method's
+best placement (with the cost evaluations it used and its wall time), writes the best placement
+as a .plc file and draws it as a PNG. Ctrl-C stops the search and still writes the best so far.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Register the `place chip` subcommand."""
+    p = sub.add_parser("chip", help="chip macro placement (Circuit Training netlists, Bookshelf)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--netlist", required=True,
+                   help="Circuit Training netlist (.pb.txt, optionally .gz) or Bookshelf .aux file")
+    p.add_argument("--plc", default=None,
+                   help=".plc placement: input positions, and grid/routing settings from its header")
+    p.add_argument("--method", choices=["sa", "rl", "both"], default="sa",
+                   help="simulated annealing, PPO, or both one after the other (default: sa)")
+    p.add_argument("--budget", default="60s", help="wall time per method, e.g. 90s, 30m, 1h (default 60s)")
+    p.add_argument("--out", default="placement.plc", help="where to write the best placement (.plc)")
+    p.add_argument("--png", default=None, help="also draw the best placement to this PNG")
+    p.add_argument("--congestion-map", action="store_true", help="draw the congestion heat map in the PNG")
+    p.add_argument("--columns", type=int, default=None, help="grid columns (default: .plc header, or 10)")
+    p.add_argument("--rows", type=int, default=None, help="grid rows (default: .plc header, or 10)")
+    p.add_argument("--fd-iterations", type=int, default=10,
+                   help="force-directed iterations for the soft macros after each RL episode (default 10)")
+    p.add_argument("--soft-start", choices=["input", "center"], default="input",
+                   help="where force-directed placement starts the soft macros (default: input positions)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace):
+    """Netlist and header from the files given (Bookshelf when --netlist is an .aux file)."""
+    from moeplace.errors import InputError
+    from moeplace.place.chip.netlist import load_netlist
+    from moeplace.place.chip.plc import default_header, load_placement
+
+    path = Path(args.netlist)
+    if path.suffix == ".aux":
+        from moeplace.place.chip.bookshelf import load_bookshelf
+
+        netlist, header = load_bookshelf(path, columns=args.columns, rows=args.rows)
+        if args.plc:
+            load_placement(netlist, args.plc)
+        return netlist, header
+    netlist = load_netlist(path)
+    if args.plc:
+        header = load_placement(netlist, args.plc)
+        if args.columns:
+            header.columns = args.columns
+        if args.rows:
+            header.rows = args.rows
+    else:
+        header = default_header(netlist, columns=args.columns or 10, rows=args.rows or 10)
+    if args.columns is not None and args.columns < 1 or args.rows is not None and args.rows < 1:
+        raise InputError("--columns/--rows: must be >= 1")
+    return netlist, header
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen methods, print the table, write the .plc and the PNG."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads only spin
+    from moeplace.errors import InputError
+    from moeplace.place.chip.cost import ProxyCost
+    from moeplace.place.chip.plc import write_plc
+    from moeplace.place.search import parse_budget
+    from moeplace.utils import markdown_table, print_json_line, seed_everything
+
+    budget_s = parse_budget(args.budget)
+    if args.fd_iterations < 0:
+        raise InputError("--fd-iterations: must be >= 0")
+    seed_everything(args.seed)
+    netlist, header = _load(args)
+    rows, results = [], {}
+    terms = ProxyCost(netlist, header).evaluate().as_dict()
+    rows.append(_row("input", terms, 1, 0.0))
+    best_name, best = None, None
+    methods = ["sa", "rl"] if args.method == "both" else [args.method]
+    for method in methods:
+        res, problem = _run_method(method, netlist, header, args, budget_s)
+        results[method] = res
+        rows.append(_row(method, res.terms, res.evaluations, res.wall_s, res.interrupted))
+        if best is None or res.cost < best[0].cost:
+            best_name, best = method, (res, problem)
+        if res.interrupted:
+            break
+    assert best is not None
+    res, problem = best
+    placed = problem.netlist.copy()
+    placed.x, placed.y, placed.orient = problem.positions(res.placement)
+    soft = placed.soft_macros
+    placed.x[soft], placed.y[soft] = res.soft_x, res.soft_y
+    check = ProxyCost(placed, header).evaluate().as_dict()
+    figures = {"Wirelength": ProxyCost(placed, header).hpwl(), "Wirelength cost": check["wirelength"],
+               "Congestion cost": check["congestion"], "Density cost": check["density"]}
+    write_plc(args.out, placed, header, figures=figures)
+    if args.png:
+        from moeplace.place.chip.render import render_placement
+
+        render_placement(args.png, placed, header, congestion="max" if args.congestion_map else None,
+                         title=f"{Path(args.netlist).name}: {best_name}, proxy {check['proxy']:.4f}")
+    print(markdown_table(rows))
+    print(f"best: {best_name} (proxy {check['proxy']:.4f}) -> {args.out}"
+          + (f", {args.png}" if args.png else ""))
+    if args.json:
+        print_json_line({"input": rows[0], **{m: r for m, r in zip(methods, rows[1:])},
+                         "best": best_name, "best_proxy": check["proxy"], "out": args.out,
+                         "png": args.png, "hpwl": figures["Wirelength"]})
+    return 130 if res.interrupted else 0
+
+
+def _row(name: str, terms: dict[str, float], evaluations: int, wall_s: float,
+         interrupted: bool = False) -> dict:
+    """One table row."""
+    return {"placement": name + (" (interrupted)" if interrupted else ""),
+            "wirelength": round(terms["wirelength"], 4), "density": round(terms["density"], 4),
+            "congestion": round(terms["congestion"], 4), "proxy": round(terms["proxy"], 4),
+            "evaluations": int(evaluations), "wall_s": round(wall_s, 1)}
+
+
+def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s: float):
+    """Build the problem for one method and search; returns (ChipSearchResult, problem)."""
+    from moeplace.place.chip.problem import ChipProblem
+
+    if method == "sa":
+        from moeplace.place.chip.anneal import anneal_chip
+
+        problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start=args.soft_start)
+        return anneal_chip(problem, budget_s=budget_s, seed=args.seed), problem
+    from moeplace.place.chip.agent import train_chip_rl
+
+    problem = ChipProblem(netlist, header, soft="fd", fd_iterations=args.fd_iterations,
+                          soft_start=args.soft_start)
+    return train_chip_rl(problem, budget_s=budget_s, seed=args.seed), problem

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class SearchResult:
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, best)
     interrupted: bool = False
     accepted: int = 0
+    policy: Any = None  # the trained policy (rl_search only)
 
 
 class _Budget:
@@ -249,3 +251,72 @@ def simulated_annealing(
     finally:
         budget.close()
     return budget.result(interrupted, accepted)
+
+
+class _BestEpisode:
+    """Remembers the cheapest complete placement among the episodes a PlacementEnv finishes."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+
+    def wrap(self, env: Any) -> Any:
+        """A wrapper around `env` that reports every finished episode's placement and cost."""
+        import gymnasium as gym
+
+        tracker = self
+
+        class Recorder(gym.Wrapper):
+            """Passes everything through; records (placement, cost) at episode ends."""
+
+            def step(self, action):
+                obs, reward, terminated, truncated, info = self.env.step(action)
+                if (terminated or truncated) and "cost" in info:
+                    tracker.budget.record(info["placement"], float(info["cost"]))
+                return obs, reward, terminated, truncated, info
+
+        return Recorder(env)
+
+
+def rl_search(problem: PlacementProblem, *, policy: Any = None, budget_s: float | None = None,
+              max_episodes: int | None = None, seed: int = 0, progress: bool = True,
+              episodes_per_update: int = 4, **ppo_hparams) -> SearchResult:
+    """Train the project's PPO on a PlacementEnv over `problem` and keep the best placement seen.
+
+    One rollout holds `episodes_per_update` whole episodes; training stops at the wall-time or
+    episode budget (checked after each update) or on Ctrl-C. Each finished training episode counts
+    as one cost evaluation. `policy` defaults to PlacementPolicy(problem).
+    """
+    import torch
+
+    from moeplace.place.env import PlacementEnv
+    from moeplace.place.policy import PlacementPolicy
+    from moeplace.rl import PPO
+
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-step tensors: extra threads only spin (10x slower here)
+    budget = _Budget(budget_s, max_episodes, "ppo", progress)
+    policy = PlacementPolicy(problem) if policy is None else policy
+    env = _BestEpisode(budget).wrap(PlacementEnv(problem))
+    hp = dict(n_steps=problem.num_nodes * episodes_per_update, n_minibatches=4, n_epochs=4,
+              gamma=1.0, gae_lambda=0.95, learning_rate=3e-4, anneal_lr=False, ent_coef=0.01, seed=seed)
+    hp.update(ppo_hparams)
+    algo = PPO(policy, env, **hp)
+    interrupted = False
+
+    def stop(_algo, _stats) -> bool:
+        return budget.evaluations == 0 or budget.fraction() < 1.0
+
+    try:
+        while budget.evaluations == 0 or budget.fraction() < 1.0:  # at least one update
+            algo.learn(10**12, callback=stop, progress_bar=False)
+    except KeyboardInterrupt:
+        interrupted = True
+        if budget.best is None:
+            raise
+    finally:
+        budget.close()
+        torch.set_num_threads(threads)
+    result = budget.result(interrupted)
+    result.policy = policy
+    return result

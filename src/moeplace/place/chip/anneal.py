@@ -49,6 +49,8 @@ def anneal_chip(problem: ChipProblem, *, budget_s: float | None = None, max_eval
     if budget_s is None and max_evals is None:
         raise ValueError("give budget_s or max_evals (or both)")
     start = time.perf_counter()
+    if problem.num_nodes == 0:
+        return soft_only(problem, fd_iterations * 4)
     rng = np.random.default_rng(seed)
     current = problem.snap() if init is None else np.asarray(init, np.int64).copy()
     problem.refresh_soft(current, fd_iterations * 4)
@@ -105,6 +107,22 @@ def anneal_chip(problem: ChipProblem, *, budget_s: float | None = None, max_eval
     problem.soft_x, problem.soft_y = sx.copy(), sy.copy()
     return ChipSearchResult(placement, sx, sy, best_terms, problem.evaluations - evals0,
                             time.perf_counter() - start, history, interrupted)
+
+
+def soft_only(problem: ChipProblem, iterations: int) -> ChipSearchResult:
+    """No movable hard macro: only the soft macros are placed (force-directed)."""
+    start, evals0 = time.perf_counter(), problem.evaluations
+    placement = np.zeros(0, dtype=np.int64)
+    x, y, _ = problem.place_soft(placement, iterations)
+    soft = problem.netlist.soft_macros
+    problem.soft_x, problem.soft_y = x[soft].copy(), y[soft].copy()
+    soft_mode, problem.soft = problem.soft, "fixed"
+    try:
+        terms = problem.terms(placement)
+    finally:
+        problem.soft = soft_mode
+    return ChipSearchResult(placement, problem.soft_x.copy(), problem.soft_y.copy(), terms,
+                            problem.evaluations - evals0, time.perf_counter() - start)
 
 
 def _probe_temperature(problem: ChipProblem, placement: np.ndarray, cost: float,

@@ -33,7 +33,7 @@ class ChipProblem:
 
     def __init__(self, netlist: Netlist, header: PlcHeader, *, orientations: bool = False,
                  soft: str = "fd", fd_iterations: int = 20, penalty: float = DEFAULT_PENALTY,
-                 soft_start: str = "input") -> None:
+                 soft_start: str = "input", incremental: bool | None = None) -> None:
         if soft not in ("fd", "fixed"):
             raise ValueError(f"soft must be 'fd' or 'fixed', got {soft!r}")
         if soft_start not in ("input", "center"):
@@ -72,7 +72,9 @@ class ChipProblem:
         self.soft_x, self.soft_y = self.netlist.x[soft_idx].copy(), self.netlist.y[soft_idx].copy()
         self.fd = ForceDirected(self.netlist, header.width, header.height,
                                 bins=(2 * header.columns, 2 * header.rows))
-        self.evaluator = ProxyEvaluator(self.netlist, header)
+        # incremental cost pays when few macros move per evaluation (annealing with fixed soft macros)
+        self.evaluator = ProxyEvaluator(self.netlist, header,
+                                        incremental=(soft == "fixed") if incremental is None else incremental)
         self.evaluations = 0
         self._features = self._node_features()
         self._edges = self._node_edges()

@@ -1,0 +1,69 @@
+"""`moeplace place chip` end to end on a small netlist, and its one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moeplace.cli import main
+from moeplace.data import CHIP_DIR
+from moeplace.place.chip.cost import ProxyCost
+from moeplace.place.chip.netlist import load_netlist
+from moeplace.place.chip.plc import load_placement
+
+TOY = CHIP_DIR / "circuit_training" / "toy_macro_stdcell"
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOEPLACE_NO_PROGRESS", "1")
+
+
+def test_cli_runs_both_methods_and_writes_plc_and_png(tmp_path, capsys) -> None:
+    out, png = tmp_path / "best.plc", tmp_path / "best.png"
+    rc = main(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--plc", str(TOY / "initial.plc"),
+               "--method", "both", "--budget", "2s", "--out", str(out), "--png", str(png), "--json",
+               "--seed", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| input |" in text and "| sa |" in text and "| rl |" in text
+    figures = json.loads(text.strip().splitlines()[-1])
+    assert figures["sa"]["evaluations"] > 10 and figures["rl"]["evaluations"] >= 1
+    best = min(figures["sa"]["proxy"], figures["rl"]["proxy"])
+    assert figures["best_proxy"] == pytest.approx(best, abs=1e-4)
+    # the written .plc, read back by the format reader, has the reported cost
+    netlist = load_netlist(TOY / "netlist.pb.txt")
+    header = load_placement(netlist, out)
+    assert ProxyCost(netlist, header).evaluate().proxy == pytest.approx(figures["best_proxy"], abs=1e-9)
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _error(argv: list[str], capsys) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_cli_malformed_netlist_exits_2_with_line_number(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.pb.txt"
+    bad.write_text('node {\n  name: "a"\n  attr {\n    key: "type"\n')
+    err = _error(["place", "chip", "--netlist", str(bad), "--out", str(tmp_path / "o.plc")], capsys)
+    assert str(bad) in err
+
+
+def test_cli_missing_file_and_bad_budget_exit_2(tmp_path, capsys) -> None:
+    err = _error(["place", "chip", "--netlist", str(tmp_path / "none.pb.txt")], capsys)
+    assert "not found" in err
+    err = _error(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--budget", "soon"], capsys)
+    assert "--budget" in err
+
+
+def test_cli_no_legal_cell_exits_2(tmp_path, capsys) -> None:
+    sample = CHIP_DIR / "circuit_training" / "sample_clustered"
+    err = _error(["place", "chip", "--netlist", str(sample / "netlist.pb.txt"), "--plc",
+                  str(sample / "initial.plc"), "--columns", "1", "--rows", "1", "--budget", "1s",
+                  "--out", str(tmp_path / "o.plc")], capsys)
+    assert "no legal cell" in err
+    assert not (tmp_path / "o.plc").exists()
