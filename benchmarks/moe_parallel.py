@@ -6,8 +6,9 @@ Each world size trains the same model (data-parallel projection -> MoE layer -> 
 on the same global batch of tokens, each rank taking rows [rank::world], with gloo on CPU (NCCL on
 CUDA when at least `world` GPUs are visible). Reported per world size: expert-weight bytes held by
 one process (must fall as 1/world), tokens/s of the global batch, the share of step time spent
-inside all_to_all_single (token exchange, forward and backward) and in the gradient all-reduce,
-and the final loss (equal across world sizes: the same computation, only placed differently).
+inside all_to_all_single (token exchange, forward and backward) and in the gradient all-reduce
+(medians over the timed steps: robust to other programs' bursts on a shared machine), and the
+final loss (equal across world sizes: the same computation, only placed differently).
 The last line is one JSON line with the figures.
 """
 
@@ -95,28 +96,36 @@ def worker(args: argparse.Namespace) -> None:
 
     for _ in range(args.warmup):
         step()
-    if use_cuda:
-        torch.cuda.synchronize()
-    a2a.seconds = allreduce.seconds = 0.0
-    t0 = time.perf_counter()
-    losses = [step() for _ in range(args.steps)]
-    if use_cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    stats = torch.tensor([seconds, a2a.seconds, allreduce.seconds], dtype=torch.float64, device=device)
+    times = torch.zeros(3, args.steps, dtype=torch.float64)  # step, all-to-all, all-reduce seconds
+    losses = []
+    for i in range(args.steps):
+        if world > 1:
+            dist.barrier()  # every rank starts the step together (outside the timing)
+        if use_cuda:
+            torch.cuda.synchronize()
+        a2a.seconds = allreduce.seconds = 0.0
+        t0 = time.perf_counter()
+        losses.append(step())
+        if use_cuda:
+            torch.cuda.synchronize()
+        times[:, i] = torch.tensor([time.perf_counter() - t0, a2a.seconds, allreduce.seconds])
+    final_loss = losses[-1]
     if world > 1:
-        dist.all_reduce(stats, op=dist.ReduceOp.MAX)  # the slowest rank sets the pace
-        final = torch.tensor(losses[-1], dtype=torch.float64, device=device)
+        slowest = times[0].clone().to(device)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)  # the slowest rank sets each step's pace
+        shares = (times[1:] / times[0]).to(device)
+        dist.all_reduce(shares)  # mean over ranks of each step's share
+        final = torch.tensor(final_loss, dtype=torch.float64, device=device)
         dist.all_reduce(final)
-        final_loss = float(final) / world
+        step_s, shares, final_loss = slowest.cpu(), shares.cpu() / world, float(final) / world
     else:
-        final_loss = losses[-1]
+        step_s, shares = times[0], times[1:] / times[0]
     if rank == 0:
-        seconds, a2a_s, ar_s = stats.tolist()
+        median = float(step_s.median())  # robust to other programs' bursts on a shared machine
         row = {"backend": args.backend, "world": world, "expert_bytes_per_process": expert_bytes,
-               "other_bytes_per_process": other_bytes, "tokens_per_s": args.tokens * args.steps / seconds,
-               "step_ms": 1000 * seconds / args.steps, "all_to_all_share": a2a_s / seconds,
-               "all_reduce_share": ar_s / seconds, "final_loss": final_loss}
+               "other_bytes_per_process": other_bytes, "tokens_per_s": args.tokens / median,
+               "step_ms": 1000 * median, "all_to_all_share": float(shares[0].median()),
+               "all_reduce_share": float(shares[1].median()), "final_loss": final_loss}
         Path(args.result).write_text(json.dumps(row))
     if world > 1:
         dist.destroy_process_group()
@@ -152,7 +161,7 @@ def main() -> None:
     p.add_argument("--d-hidden", type=int, default=512, help="hidden units of one expert")
     p.add_argument("--experts", type=int, default=16)
     p.add_argument("--k", type=int, default=2)
-    p.add_argument("--steps", type=int, default=12, help="timed training steps")
+    p.add_argument("--steps", type=int, default=15, help="timed training steps (the median counts)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--threads-per-rank", type=int, default=1,
                    help="torch threads of each process (1: no oversubscription of busy cores)")
@@ -166,7 +175,9 @@ def main() -> None:
     worlds = [int(w) for w in args.worlds.split(",")]
     print(f"global batch {args.tokens} tokens, d_model {args.d_model}, {args.experts} experts of "
           f"{args.d_hidden} hidden units, k={args.k}; {args.steps} timed steps; "
-          f"{args.threads_per_rank} torch thread(s) per process; {os.cpu_count()} CPU cores", flush=True)
+          f"{args.threads_per_rank} torch thread(s) per process; {os.cpu_count()} CPU cores, "
+          f"load average {os.getloadavg()[0]:.1f} before the runs", flush=True)
+    load_before = os.getloadavg()[0]
     rows = [run_world(w, "gloo", args) for w in worlds]
     gpus = torch.cuda.device_count()
     nccl_worlds = [w for w in worlds if 1 <= w <= gpus]
@@ -186,6 +197,8 @@ def main() -> None:
         print("NCCL path not measured: no GPU visible on this machine.")
     figures = {f"{r['backend']}_world{r['world']}": r for r in rows}
     figures["nccl_measured"] = bool(nccl_worlds)
+    figures["load_average_before"], figures["load_average_after"] = load_before, os.getloadavg()[0]
+    print(f"load average after the runs: {os.getloadavg()[0]:.1f} (other programs share these cores)")
     print_json_line(figures)
 
 
