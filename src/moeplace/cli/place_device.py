@@ -1,9 +1,209 @@
-"""`moeplace place device ...`."""
+"""`moeplace place device ...`: place a model's ops on a cluster's devices; `place device-calibrate`."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Register the `place device` subcommand."""
+    """Register `place device` and `place device-calibrate`."""
+    p = sub.add_parser(
+        "device",
+        help="device placement: which device runs each op of a model",
+        description="Place a model's op groups on a cluster's devices and compare methods in the "
+        "step-time simulator.",
+    )
+    p.add_argument(
+        "--model",
+        default="nmt4",
+        help="benchmark name (rnnlm, nmt2, nmt4, nmt8, inception, "
+        "transformer, moe_lstm) or module:attr, a callable returning (nn.Module, example inputs)",
+    )
+    p.add_argument("--size", default="full", choices=["full", "small", "tiny"], help="benchmark model size")
+    p.add_argument("--graph", help="load a saved op graph (JSON) instead of tracing --model")
+    p.add_argument("--save-graph", help="write the traced op graph as JSON")
+    p.add_argument("--grouping", default="module", help="co-location groups: module, layer, op, or a depth")
+    p.add_argument("--cluster", default="k80x4", help="preset (k80x4, a100x8, hetero) or a YAML/JSON file")
+    p.add_argument(
+        "--method",
+        default="all",
+        help="comma list of single, round_robin, expert, metis, heft, m_etf, m_topo, sa, rl, ppo; or all",
+    )
+    p.add_argument("--budget", default="60s", help="time per search method (sa, rl, ppo), e.g. 90s, 10m")
+    p.add_argument(
+        "--rl-imitation",
+        action="store_true",
+        help="start rl/ppo from the best heuristic's placement (imitation), not from scratch",
+    )
+    p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
+    p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
+    p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the results as one JSON line")
+    p.set_defaults(func=run)
+    c = sub.add_parser(
+        "device-calibrate",
+        help="compare the simulator's prediction with this CPU",
+        description="Measure a model's real step and per-op times on this CPU and compare with "
+        "the simulator's single-device prediction.",
+    )
+    c.add_argument("--model", default="nmt2", help="benchmark name or module:attr (as for place device)")
+    c.add_argument("--size", default="small", choices=["full", "small", "tiny"])
+    c.add_argument("--repeats", type=int, default=5)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run_calibrate)
+
+
+def load_model(spec: str, size: str, device: str = "meta") -> tuple[Any, tuple]:
+    """A benchmark name, or module:attr naming a callable that returns (module, example inputs)."""
+    import importlib
+
+    from moeplace.errors import InputError
+    from moeplace.place.device.models import BENCHMARKS, build_benchmark
+
+    if ":" not in spec:
+        if spec not in BENCHMARKS:
+            raise InputError(
+                f"--model {spec}: unknown benchmark (choose from {', '.join(BENCHMARKS)}) or give module:attr"
+            )
+        return build_benchmark(spec, size, device)
+    mod_name, attr = spec.split(":", 1)
+    try:
+        obj = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise InputError(f"--model {spec}: cannot import ({e})") from e
+    out = obj() if callable(obj) else obj
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise InputError(f"--model {spec}: must return (nn.Module, tuple of example inputs)")
+    module, inputs = out
+    return module, tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trace, build the problem, run the methods, print the table, write JSON / PNG."""
+    import json
+
+    import torch
+
+    from moeplace.errors import InputError
+    from moeplace.place.device.cluster import load_cluster
+    from moeplace.place.device.graph import OpGraph
+    from moeplace.place.device.methods import METHODS, placement_from_json, placement_to_json, run_method
+    from moeplace.place.device.problem import DevicePlacementProblem
+    from moeplace.place.device.render import render_timeline
+    from moeplace.place.device.trace import trace_graph
+    from moeplace.place.search import parse_budget
+    from moeplace.utils import atomic_write_text, markdown_table, print_json_line, seed_everything
+
+    seed_everything(args.seed)
+    torch.set_num_threads(1)
+    cluster = load_cluster(args.cluster)
+    if args.graph:
+        graph = OpGraph.load(args.graph)
+    else:
+        module, inputs = load_model(args.model, args.size)
+        graph = trace_graph(module, inputs, name=args.model)
+    grouping = int(args.grouping) if args.grouping.isdigit() else args.grouping
+    graph.regroup(grouping)
+    if args.save_graph:
+        graph.save(args.save_graph)
+    problem = DevicePlacementProblem(graph, cluster)
+    methods = (
+        list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",") if m.strip()]
+    )
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
+    budget = parse_budget(args.budget)
+    results = {}
+    for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
+        results[m] = run_method(m, problem, seed=args.seed)
+    valid = [r for r in results.values() if r.valid]
+    init = min(valid, key=lambda r: r.step_time).placement if valid else None
+    for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
+        results[m] = run_method(
+            m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation
+        )
+    if args.placement:
+        try:
+            with open(args.placement) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"--placement {args.placement}: cannot read ({e})") from e
+        pl = placement_from_json(problem, data, source=args.placement)
+        res = problem.simulate(pl)
+        from moeplace.place.device.methods import MethodResult
+
+        results["given"] = MethodResult("given", pl, res.step_time, res.valid, res.peak_memory, 0.0)
+    single = results.get("single") or run_method("single", problem)
+    expert = results.get("expert") or run_method("expert", problem)
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            {
+                "method": name,
+                "step_ms": r.step_time * 1e3,
+                "vs_single": single.step_time / r.step_time,
+                "vs_expert": expert.step_time / r.step_time,
+                "peak_gb": "/".join(f"{x / 1e9:.1f}" for x in r.peak_memory),
+                "valid": "valid" if r.valid else "OOM",
+                "search_s": r.search_s,
+            }
+        )
+    summary = graph.summary()
+    best = min((r for r in results.values() if r.valid), key=lambda r: r.step_time, default=None)
+    if args.out and best is not None:
+        atomic_write_text(args.out, json.dumps(placement_to_json(problem, best.placement), indent=1))
+    if args.png and best is not None:
+        render_timeline(
+            problem.simulate(best.placement),
+            cluster,
+            args.png,
+            title=f"{args.model} on {cluster.name}: {best.method}, step {best.step_time * 1e3:.2f} ms",
+        )
+    if args.json:
+        print_json_line(
+            {
+                "model": args.model,
+                "cluster": cluster.name,
+                "graph": summary,
+                "results": rows,
+                "best": best.method if best else None,
+                "devices": cluster.names,
+            }
+        )
+    else:
+        print(
+            f"{args.model}: {summary['ops']} ops, {summary['groups']} groups, "
+            f"{summary['fwd_gflops'] + summary['bwd_gflops']:.1f} GFLOP/step, {summary['param_mb']:.0f} MB "
+            f"parameters; cluster {cluster.name}: {', '.join(cluster.names)}"
+        )
+        print(markdown_table(rows))
+        if best is not None:
+            print(
+                f"best: {best.method} ({best.step_time * 1e3:.2f} ms)"
+                + (f" -> {args.out}" if args.out else "")
+            )
+        else:
+            print("no method found a placement that fits in memory")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Measure on this CPU and print predicted vs measured."""
+    import torch
+
+    from moeplace.place.device.calibrate import calibrate
+    from moeplace.utils import markdown_table, print_json_line, seed_everything
+
+    seed_everything(args.seed)
+    torch.set_num_threads(1)
+    module, inputs = load_model(args.model, args.size, device="cpu")
+    r = calibrate(module, inputs, repeats=args.repeats)
+    if args.json:
+        print_json_line(r)
+    else:
+        print(markdown_table([{k: v for k, v in r.items()}]))
+    return 0

@@ -1,0 +1,139 @@
+"""The 2017 device-placement policy (Mirhoseini et al., "Device Placement Optimization with
+Reinforcement Learning"): a sequence-to-sequence network reads the op groups in topological order
+with an LSTM encoder and an attentional LSTM decoder picks a device for each group; trained with
+REINFORCE, reward -sqrt(step time), a moving-average baseline; invalid (out-of-memory) placements
+get the problem's penalty as their step time. The best placement sampled is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.utils import progress
+
+
+class Seq2SeqPlacer(nn.Module):
+    """LSTM encoder over group embeddings; attentional LSTM decoder emitting one device per group."""
+
+    def __init__(self, feat_dim: int, num_devices: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.hidden, self.num_devices = hidden, num_devices
+        self.embed = nn.Linear(feat_dim, hidden)
+        self.encoder = nn.LSTM(hidden, hidden, batch_first=True)
+        self.device_embed = nn.Embedding(num_devices + 1, hidden)  # last index = start token
+        self.decoder = nn.LSTMCell(2 * hidden, hidden)
+        self.query = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(2 * hidden, num_devices)
+
+    def forward(
+        self, feats: Tensor, batch: int, actions: Tensor | None = None, greedy: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample (or score given) placements: returns actions [B,G], log-prob [B], entropy [B]."""
+        enc, _ = self.encoder(self.embed(feats)[None])
+        enc = enc[0]  # [G, H]
+        G, H = enc.shape
+        h = c = enc.new_zeros(batch, H)
+        prev = torch.full((batch,), self.num_devices, dtype=torch.long)
+        out, logp, ent = [], enc.new_zeros(batch), enc.new_zeros(batch)
+        for t in range(G):
+            x = torch.cat([self.device_embed(prev), enc[t].expand(batch, H)], dim=1)
+            h, c = self.decoder(x, (h, c))
+            weights = torch.softmax(self.query(h) @ enc.T / math.sqrt(H), dim=1)
+            logits = self.head(torch.cat([h, weights @ enc], dim=1))
+            dist = torch.distributions.Categorical(logits=logits)
+            if actions is not None:
+                a = actions[:, t]
+            elif greedy:
+                a = logits.argmax(dim=1)
+            else:
+                a = dist.sample()
+            logp = logp + dist.log_prob(a)
+            ent = ent + dist.entropy()
+            out.append(a)
+            prev = a
+        return torch.stack(out, dim=1), logp, ent
+
+
+def train_colocrl(
+    problem: DevicePlacementProblem,
+    budget_s: float,
+    seed: int = 0,
+    batch: int = 16,
+    lr: float = 3e-3,
+    entropy_coef: float = 1e-3,
+    baseline_decay: float = 0.9,
+    init: np.ndarray | None = None,
+    imitation_steps: int = 0,
+    max_iters: int | None = None,
+    show_progress: bool = True,
+    callback: Callable[[int, float], bool | None] | None = None,
+) -> dict:
+    """REINFORCE on the seq2seq placer within `budget_s` seconds; returns the best placement found.
+
+    With `init` and `imitation_steps` > 0 the policy is first fitted (cross-entropy) to `init`, a
+    heuristic's placement, so the search starts near it (reported as such; off by default).
+    """
+    torch.manual_seed(seed)
+    feats = torch.as_tensor(problem.node_features())
+    policy = Seq2SeqPlacer(feats.shape[1], problem.num_slots)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    start = time.perf_counter()
+    if init is not None and imitation_steps > 0:
+        target = torch.as_tensor(np.asarray(init, dtype=np.int64))[None]
+        for _ in range(imitation_steps):
+            _, logp, _ = policy(feats, 1, actions=target)
+            opt.zero_grad()
+            (-logp.mean() / problem.num_nodes).backward()
+            opt.step()
+    best, best_cost, baseline, evals, it = None, math.inf, None, 0, 0
+    history: list[tuple[int, float, float]] = []
+    bar = progress(total=None, desc="rl (seq2seq REINFORCE)", unit="it")
+    interrupted = False
+    try:
+        while time.perf_counter() - start < budget_s and (max_iters is None or it < max_iters):
+            actions, logp, ent = policy(feats, batch)
+            placements = actions.numpy()
+            costs = np.array([problem.cost(p) for p in placements])
+            evals += batch
+            k = int(np.argmin(costs))
+            if costs[k] < best_cost:
+                best, best_cost = placements[k].copy(), float(costs[k])
+                history.append((evals, time.perf_counter() - start, best_cost))
+            reward = -np.sqrt(costs)
+            baseline = (
+                reward.mean()
+                if baseline is None
+                else baseline_decay * baseline + (1 - baseline_decay) * reward.mean()
+            )
+            adv = torch.as_tensor(reward - baseline, dtype=torch.float32)
+            adv = adv / (adv.std() + 1e-8) if batch > 1 else adv
+            loss = -(adv * logp).mean() - entropy_coef * ent.mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            opt.step()
+            it += 1
+            bar.update(1)
+            bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs.mean() * 1e3:.2f}")
+            if callback is not None and callback(it, best_cost):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    return {
+        "placement": best,
+        "cost": best_cost,
+        "evaluations": evals,
+        "iterations": it,
+        "wall_s": time.perf_counter() - start,
+        "history": history,
+        "interrupted": interrupted,
+    }
