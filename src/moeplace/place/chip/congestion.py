@@ -24,47 +24,51 @@ def sorted_unique(a: np.ndarray) -> np.ndarray:
 
 
 class Segments:
-    """Horizontal runs (row, c0, c1, w) and vertical runs (col, r0, r1, w): cells [c0, c1) get w."""
+    """Horizontal runs on a row and vertical runs on a column, kept as difference-array entries.
 
-    def __init__(self) -> None:
-        self.h: list[tuple[np.ndarray, ...]] = []
-        self.v: list[tuple[np.ndarray, ...]] = []
+    A run between a and b loads cells min(a, b) .. max(a, b) - 1. The H diff array is
+    [rows, columns + 1] and the V one [columns, rows + 1]; both live in one flat index space so that
+    one bincount adds every run.
+    """
+
+    def __init__(self, columns: int, rows: int) -> None:
+        self.columns, self.rows = columns, rows
+        self.h_size = rows * (columns + 1)
+        self.index: list[np.ndarray] = []
+        self.weight: list[np.ndarray] = []
+
+    def _add(self, base: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
+        self.index += [base + np.minimum(a, b), base + np.maximum(a, b)]
+        self.weight += [w, -w]
 
     def add_h(self, row: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
-        """Horizontal run on `row` between columns a and b (either order): cells min..max-1."""
-        self.h.append((row, np.minimum(a, b), np.maximum(a, b), w))
+        """Horizontal run on `row` between columns a and b."""
+        self._add(row * (self.columns + 1), a, b, w)
 
     def add_v(self, col: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
-        """Vertical run on `col` between rows a and b (either order): cells min..max-1."""
-        self.v.append((col, np.minimum(a, b), np.maximum(a, b), w))
+        """Vertical run on `col` between rows a and b."""
+        self._add(self.h_size + col * (self.rows + 1), a, b, w)
 
-    def maps(self, columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
         """Summed demand maps (H [rows, cols], V [rows, cols]) of all runs."""
-        return (_accumulate(self.h, rows, columns, horizontal=True),
-                _accumulate(self.v, rows, columns, horizontal=False))
-
-
-def _accumulate(runs: list[tuple[np.ndarray, ...]], rows: int, columns: int, horizontal: bool) -> np.ndarray:
-    if not runs:
-        return np.zeros((rows, columns))
-    line, lo, hi, w = (np.concatenate(parts) for parts in zip(*runs))
-    if horizontal:  # difference array along each row, one spare column
-        stride, size = columns + 1, rows * (columns + 1)
-        diff = (np.bincount(line * stride + lo, w, size) - np.bincount(line * stride + hi, w, size))
-        return np.cumsum(diff.reshape(rows, stride), axis=1)[:, :columns]
-    stride, size = rows + 1, columns * (rows + 1)  # along each column, stored transposed
-    diff = (np.bincount(line * stride + lo, w, size) - np.bincount(line * stride + hi, w, size))
-    return np.cumsum(diff.reshape(columns, stride), axis=1)[:, :rows].T
+        c, r = self.columns, self.rows
+        size = self.h_size + c * (r + 1)
+        if not self.index:
+            return np.zeros((r, c)), np.zeros((r, c))
+        diff = np.bincount(np.concatenate(self.index), np.concatenate(self.weight), size)
+        h = np.cumsum(diff[:self.h_size].reshape(r, c + 1), axis=1)[:, :c]
+        v = np.cumsum(diff[self.h_size:].reshape(c, r + 1), axis=1)[:, :r].T
+        return h, v
 
 
 def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight: np.ndarray,
                columns: int, rows: int, net_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw routing demand (H, V) `[rows, cols]` of nets whose pins (CSR order, driver first) sit in
     grid cells (col, row); `net_of` (the net of each pin) may be passed precomputed."""
-    segs = Segments()
+    segs = Segments(columns, rows)
     m = len(net_ptr) - 1
     if m == 0:
-        return segs.maps(columns, rows)
+        return segs.maps()
     if net_of is None:
         net_of = np.repeat(np.arange(m), np.diff(net_ptr))
     cells = columns * rows
@@ -84,37 +88,41 @@ def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight
     if np.any(three):
         c3 = ucell[three].reshape(-1, 3)
         _route_three(c3 % columns, c3 // columns, net_weight[unet[three][::3]], rows, segs)
-    return segs.maps(columns, rows)
+    return segs.maps()
 
 
 def _route_three(i: np.ndarray, j: np.ndarray, w: np.ndarray, rows: int, segs: Segments) -> None:
-    """Routes of three-cell nets; i (columns) and j (rows) are `[K, 3]`, in any order."""
+    """Routes of three-cell nets; i (columns) and j (rows) are `[K, 3]`, in any order.
+
+    Sorted by column: a staircase (i1 < i2 < i3, j2 strictly between j1 and j3) is two Ls; two cells
+    in one column right of and above the first make a corner; the two right cells on one row an L
+    plus a run; anything else a T with its trunk on the middle row. Each case is at most two H and
+    two V runs, chosen per net with np.where (an unused run has zero length).
+    """
     order = np.argsort(i * (rows + 1) + j, axis=1, kind="stable")  # by column (ties by row)
     i = np.take_along_axis(i, order, axis=1)
     j = np.take_along_axis(j, order, axis=1)
     i1, i2, i3 = i.T
     j1, j2, j3 = j.T
-    lo13, hi13 = np.minimum(j1, j3), np.maximum(j1, j3)
-    case_l = (i1 < i2) & (i2 < i3) & (lo13 < j2) & (hi13 > j2)  # a staircase
-    case_c = ~case_l & (i2 == i3) & (i1 < i2) & (j1 < np.minimum(j2, j3))  # two sinks in one column
-    case_f = ~case_l & ~case_c & (j2 == j3)  # the two right cells share a row
-    case_t = ~(case_l | case_c | case_f)
-    for mask in (case_l, case_f):  # H j1: i1..i2, H j2: i2..i3, V i2: j1..j2, (L only) V i3: j2..j3
-        segs.add_h(j1[mask], i1[mask], i2[mask], w[mask])
-        segs.add_h(j2[mask], i2[mask], i3[mask], w[mask])
-        segs.add_v(i2[mask], j1[mask], j2[mask], w[mask])
-    segs.add_v(i3[case_l], j2[case_l], j3[case_l], w[case_l])
-    m = case_c
-    segs.add_h(j1[m], i1[m], i2[m], w[m])
-    segs.add_v(i2[m], j1[m], np.maximum(j2[m], j3[m]), w[m])
-    if np.any(case_t):  # T: trunk along the middle row, branches up/down at the outer cells
-        it, jt, wt = i[case_t], j[case_t], w[case_t]
-        by_row = np.argsort(jt, axis=1, kind="stable")
-        it = np.take_along_axis(it, by_row, axis=1)
-        jt = np.take_along_axis(jt, by_row, axis=1)
-        segs.add_h(jt[:, 1], it.min(axis=1), it.max(axis=1), wt)
-        segs.add_v(it[:, 0], jt[:, 0], jt[:, 1], wt)
-        segs.add_v(it[:, 2], jt[:, 1], jt[:, 2], wt)
+    by_row = np.argsort(j, axis=1, kind="stable")  # for the T: a, b, c by row
+    ia, ib, ic = np.take_along_axis(i, by_row, axis=1).T
+    ja, jb, jc = np.take_along_axis(j, by_row, axis=1).T
+    staircase = (i1 < i2) & (i2 < i3) & (np.minimum(j1, j3) < j2) & (np.maximum(j1, j3) > j2)
+    corner = ~staircase & (i2 == i3) & (i1 < i2) & (j1 < np.minimum(j2, j3))
+    flat = ~staircase & ~corner & (j2 == j3)
+    tee = ~(staircase | corner | flat)
+    # H1: row j1 from i1 to i2 (T: trunk on row jb from min to max column)
+    segs.add_h(np.where(tee, jb, j1), np.where(tee, i.min(axis=1), i1), np.where(tee, i.max(axis=1), i2), w)
+    # H2: row j2 from i2 to i3 (staircase and flat only)
+    two = staircase | flat
+    segs.add_h(j2, i2, np.where(two, i3, i2), w)
+    # V1: column i2 from j1 to j2 (corner: to the higher sink; T: column ia from ja to jb)
+    segs.add_v(np.where(tee, ia, i2), np.where(tee, ja, j1),
+               np.where(tee, jb, np.where(corner, np.maximum(j2, j3), j2)), w)
+    # V2: column i3 from j2 to j3 (staircase; T: column ic from jb to jc)
+    segs.add_v(np.where(tee, ic, i3), np.where(tee, jb, j2),
+               np.where(tee, jc, np.where(staircase, j3, j2)), w)
+    del ib  # the T's middle cell lies on the trunk
 
 
 def smooth(demand: np.ndarray, k: int, axis: int) -> np.ndarray:
