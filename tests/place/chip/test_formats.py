@@ -145,6 +145,18 @@ def test_malformed_netlist_names_file_and_line(tmp_path, text, line, reason):
     assert f"bad.pb.txt:{line}:" in str(err.value)
 
 
+def test_damaged_gzip_is_an_input_error(tmp_path):
+    data = gzip.compress(SMALL.encode())
+    (tmp_path / "cut.pb.txt.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.pb.txt.gz:.*cannot read"):
+        load_netlist(tmp_path / "cut.pb.txt.gz")
+    bad = bytearray(data)
+    bad[20:40] = b"x" * 20
+    (tmp_path / "bad.pb.txt.gz").write_bytes(bytes(bad))
+    with pytest.raises(InputError, match="bad.pb.txt.gz"):
+        load_netlist(tmp_path / "bad.pb.txt.gz")
+
+
 def test_missing_netlist_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not found"):
         load_netlist(tmp_path / "nope.pb.txt")

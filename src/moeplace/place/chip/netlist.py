@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -353,7 +354,7 @@ class _PbtxtReader:
                 for line in fh:
                     self.lineno += 1
                     self.line(line)
-            except (UnicodeDecodeError, EOFError, OSError, gzip.BadGzipFile) as e:
+            except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:  # a damaged .gz
                 raise self.fail(f"cannot read ({e})") from None
         if self.stack:
             raise self.fail(f"file ends inside an open '{self.stack[-1]}' block")
