@@ -1,11 +1,13 @@
 """A tiny run of the real LM training loop; as a script, one rank of it under torchrun's environment.
 
-    RANK=r WORLD_SIZE=w MASTER_ADDR=... MASTER_PORT=... python _lm_worker.py OUT CORPUS MAX_STEPS STOP_AT
+    RANK=r WORLD_SIZE=w MASTER_ADDR=... MASTER_PORT=... \
+        python _lm_worker.py CORPUS OUT:MAX_STEPS:STOP_AT[:resume] ...
 
 Calls moeplace.lm.train.train after moeplace.lm.distributed.setup(), as `moeplace lm train` does
 under torchrun, with routing that is deterministic (softmax top-k, no noise, no dropout) and the
 balancing loss off: the aux loss is computed on each rank's rows, so only then do the losses of
 1 and N processes agree exactly. STOP_AT > 0 interrupts the run after that step (it saves).
+Each OUT:... argument is one run, done in order in the same process group.
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ def run(out: Path, corpus_file: Path, max_steps: int, stop_at: int = 0, resume: 
 
 
 def main() -> None:
-    out, corpus_file = Path(sys.argv[1]), Path(sys.argv[2])
-    max_steps, stop_at = int(sys.argv[3]), int(sys.argv[4])
+    corpus_file = Path(sys.argv[1])
     torch.set_num_threads(1)
     ctx = dist_rt.setup(timeout_s=60)
     with dist_rt.guard(ctx):
-        run(out, corpus_file, max_steps, stop_at)
+        for job in sys.argv[2:]:
+            out, max_steps, stop_at, *resume = job.split(":")
+            run(Path(out), corpus_file, int(max_steps), int(stop_at), resume == ["resume"])
     dist_rt.shutdown(ctx)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,9 @@ HERE = Path(__file__).resolve().parent
 import moeplace.lm.train  # noqa: E402
 
 # TEMPORARY until the torchrun seams are hooked into lm/train.py (allowed from 11:00 UTC).
-pytestmark = pytest.mark.skipif(not hasattr(moeplace.lm.train, "dist_rt"), reason="LM loop not hooked yet")
+pytestmark = pytest.mark.skipif(
+    not hasattr(moeplace.lm.train, "dist_rt") and "MOEPLACE_TRAIN_MODULE" not in os.environ,
+    reason="LM loop not hooked yet")
 LM_WORKER = str(HERE / "_lm_worker.py")
 TEXT = Path(__file__).resolve().parents[2] / "src" / "moeplace" / "data" / "tinyshakespeare" / "input.txt"
 
@@ -37,22 +40,31 @@ def corpus_file(tmp_path) -> Path:
     return path
 
 
-def test_two_processes_train_like_one_and_resume_on_one(tmp_path, corpus_file):
-    """2 ranks give the 1-process losses step by step; their shards resume on 1 process exactly."""
+def test_two_processes_train_like_one_and_checkpoints_reshard(tmp_path, corpus_file):
+    """2 ranks give the 1-process losses step by step; runs resume 1 -> 2 and 2 -> 1 processes exactly."""
     torch.set_num_threads(1)
-    ref = run_tiny(tmp_path / "one", corpus_file, max_steps=6)
-    launch.run([LM_WORKER, str(tmp_path / "two"), str(corpus_file), "6", "4"], 2)
+    one = run_tiny(tmp_path / "one", corpus_file, max_steps=6, stop_at=4)  # 1 process, steps 1-4
+    shutil.copytree(tmp_path / "one", tmp_path / "one_to_two")
+    # 2 processes: a fresh run (steps 1-4), then the 1-process run resumed (steps 5-6)
+    jobs = [f"{tmp_path / 'two'}:6:4", f"{tmp_path / 'one_to_two'}:6:0:resume"]
+    launch.run([LM_WORKER, str(corpus_file), *jobs], 2)
     two = json.loads((tmp_path / "two" / "result-2.json").read_text())
-    assert two["step"] == 4 and len(two["losses"]) == 4
-    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(ref["losses"][:4]),
-                               rtol=1e-5, atol=1e-5)
+    one_to_two = json.loads((tmp_path / "one_to_two" / "result-2.json").read_text())
     index = read_index(tmp_path / "two" / SHARDED_DIR)
     assert index["world_size"] == 2 and index["experts"]  # every MoE layer's experts were split in two
-    resumed = run_tiny(tmp_path / "two", corpus_file, max_steps=6, resume=True)
-    assert resumed["step"] == 6
-    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(ref["losses"][4:]),
-                               rtol=1e-5, atol=1e-5)
-    assert resumed["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    # 1 process again: its own run resumed (the reference for steps 5-6), and the 2-process run resumed
+    ref = run_tiny(tmp_path / "one", corpus_file, max_steps=6, resume=True)
+    two_to_one = run_tiny(tmp_path / "two", corpus_file, max_steps=6, resume=True)
+
+    def same(a: list[float], b: list[float]) -> None:
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-5, atol=1e-5)
+
+    assert (one["step"], two["step"], ref["step"], one_to_two["step"], two_to_one["step"]) == (4, 4, 6, 6, 6)
+    same(two["losses"], one["losses"])
+    same(one_to_two["losses"], ref["losses"])
+    same(two_to_one["losses"], ref["losses"])
+    assert one_to_two["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+    assert two_to_one["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
 
 
 def _cli(out: Path, corpus_file: Path, timeout_s: int) -> list[str]:
