@@ -136,6 +136,10 @@ def test_orientation_transform_by_hand():
      "unknown node 'zz'"),
     ('node {\n  name: "m"\n  attr { key: "type" value { placeholder: "MACRO" } }\n}\n', 1, "lacks"),
     ('node {\n  name: "a" "b"\n}\n', 2, "without a field name"),
+    ('node { name: "s" attr { key: "type" value { placeholder: "macro" } }'
+     ' attr { key: "width" value { f: 1 } } attr { key: "height" value { f: 1 } } }\n'
+     'node { name: "s/p" attr { key: "type" value { placeholder: "MACRO_PIN" } }'
+     ' attr { key: "macro_name" value { placeholder: "s" } } }\n', 2, "which is not a hard_macro"),
 ])
 def test_malformed_netlist_names_file_and_line(tmp_path, text, line, reason):
     path = tmp_path / "bad.pb.txt"

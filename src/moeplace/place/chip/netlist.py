@@ -208,15 +208,6 @@ def _unescape(s: str) -> str:
     return re.sub(r"\\(.)", r"\1", s) if "\\" in s else s
 
 
-def _open_text(path: Path):
-    """Open a plain or gzipped text file."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
 class _PbtxtReader:
     """A streaming reader of a GraphDef in protobuf text: keeps each `node` block's name, inputs, attrs."""
 
@@ -302,7 +293,8 @@ class _PbtxtReader:
             if val and val[0] == '"' and val[-1] == '"' and val.count('"') == 2 and "\\" not in val:
                 self.scalar(key, val[1:-1])
                 return
-            if val and not any(c in val for c in '{}"# '):
+            if val and "{" not in val and "}" not in val and '"' not in val and "#" not in val \
+                    and " " not in val:
                 self.scalar(key, self.value_of(val))
                 return
         self.tokens(line)
@@ -346,16 +338,17 @@ class _PbtxtReader:
     def read(self) -> list[_Node]:
         """Read the whole file; InputError with file:line on anything malformed."""
         try:
-            fh = _open_text(self.path)
+            raw = self.path.read_bytes()
         except OSError as e:
             raise InputError(f"{self.path}: cannot read netlist ({e.strerror or e})") from None
-        with fh:
+        if raw[:2] == b"\x1f\x8b":
             try:
-                for line in fh:
-                    self.lineno += 1
-                    self.line(line)
-            except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:  # a damaged .gz
-                raise self.fail(f"cannot read ({e})") from None
+                raw = gzip.decompress(raw)
+            except (EOFError, OSError, zlib.error) as e:  # a damaged .gz
+                raise InputError(f"{self.path}: cannot read ({e})") from None
+        line = self.line
+        for self.lineno, text in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+            line(text)
         if self.stack:
             raise self.fail(f"file ends inside an open '{self.stack[-1]}' block")
         return self.nodes
@@ -392,39 +385,36 @@ def load_netlist(path: str | Path) -> Netlist:
         if nd.name in index:
             raise InputError(f"{path}:{nd.line}: duplicate node name {nd.name!r}")
         index[nd.name] = i  # type: ignore[index]
-    kind = np.zeros(n, np.int8)
-    width, height = np.zeros(n), np.zeros(n)
-    x, y = np.zeros(n), np.zeros(n)
-    orient = np.zeros(n, np.int8)
-    fixed = np.zeros(n, bool)
-    parent = np.full(n, -1, np.int64)
-    x_off, y_off = np.zeros(n), np.zeros(n)
-    weight = np.ones(n)
+    kind = [0] * n
+    width, height, x, y = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    orient, parent = [0] * n, [-1] * n
+    x_off, y_off, weight = [0.0] * n, [0.0] * n, [1.0] * n
+    hard, soft, port = int(NodeKind.HARD_MACRO), int(NodeKind.SOFT_MACRO), int(NodeKind.PORT)
+    kinds = {t: int(k) for t, k in _TYPE_TO_KIND.items()}
     for i, nd in enumerate(nodes):
-        t = nd.attrs.get("type")
-        if t not in _TYPE_TO_KIND:
-            raise InputError(f"{path}:{nd.line}: node {nd.name!r} has unknown type {t!r}")
-        k = _TYPE_TO_KIND[t]  # type: ignore[index]
+        attrs = nd.attrs
+        k = kinds.get(attrs.get("type"))  # type: ignore[arg-type]
+        if k is None:
+            raise InputError(f"{path}:{nd.line}: node {nd.name!r} has unknown type {attrs.get('type')!r}")
         kind[i] = k
         x[i] = _num(nd, "x", path, 0.0)
         y[i] = _num(nd, "y", path, 0.0)
-        weight[i] = _num(nd, "weight", path, 1.0)
-        if k in (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO):
+        if "weight" in attrs:
+            weight[i] = _num(nd, "weight", path)
+        if k in (hard, soft):
             width[i] = _num(nd, "width", path)
             height[i] = _num(nd, "height", path)
             if width[i] < 0 or height[i] < 0:
                 raise InputError(f"{path}:{nd.line}: node {nd.name!r} has a negative size")
-            if k == NodeKind.HARD_MACRO:
-                o = str(nd.attrs.get("orientation", "N"))
+            if k == hard:
+                o = str(attrs.get("orientation", "N"))
                 try:
                     orient[i] = orientation_code(o)
                 except ValueError:
                     raise InputError(f"{path}:{nd.line}: node {nd.name!r} has unknown orientation {o!r}") \
                         from None
-        elif k == NodeKind.PORT:
-            fixed[i] = True
-        else:
-            macro = nd.attrs.get("macro_name")
+        elif k != port:
+            macro = attrs.get("macro_name")
             if macro is None:
                 raise InputError(f"{path}:{nd.line}: pin {nd.name!r} lacks attribute 'macro_name'")
             j = index.get(str(macro))
@@ -433,18 +423,25 @@ def load_netlist(path: str | Path) -> Netlist:
             parent[i] = j
             x_off[i] = _num(nd, "x_offset", path, 0.0)
             y_off[i] = _num(nd, "y_offset", path, 0.0)
+    kind_list, kind = kind, np.asarray(kind, np.int8)
+    width, height, x, y = (np.asarray(v, np.float64) for v in (width, height, x, y))
+    orient, parent = np.asarray(orient, np.int8), np.asarray(parent, np.int64)
+    x_off, y_off, weight = (np.asarray(v, np.float64) for v in (x_off, y_off, weight))
+    fixed = kind == port
     # Check pin parents have the right kind (done after all kinds are known).
-    for i in np.flatnonzero(parent >= 0):
-        want = NodeKind.HARD_MACRO if kind[i] == NodeKind.HARD_MACRO_PIN else NodeKind.SOFT_MACRO
-        if kind[parent[i]] != want:
-            nd = nodes[i]
-            raise InputError(f"{path}:{nd.line}: pin {nd.name!r} belongs to {names[parent[i]]!r}, "
-                             f"which is not a {want.name.lower()}")
+    pin_idx = np.flatnonzero(parent >= 0)
+    want = np.where(kind[pin_idx] == NodeKind.HARD_MACRO_PIN, hard, soft)
+    bad = np.flatnonzero(kind[parent[pin_idx]] != want)
+    if len(bad):
+        i = int(pin_idx[bad[0]])
+        nd = nodes[i]
+        raise InputError(f"{path}:{nd.line}: pin {nd.name!r} belongs to {names[parent[i]]!r}, "
+                         f"which is not a {NodeKind(int(want[bad[0]])).name.lower()}")
     drivers, ptr, pins = [], [0], []
     for i, nd in enumerate(nodes):
         if not nd.inputs:
             continue
-        if kind[i] == NodeKind.HARD_MACRO:
+        if kind_list[i] == hard:
             raise InputError(f"{path}:{nd.line}: hard macro {nd.name!r} drives a net (only pins, ports "
                              "and standard cells can)")
         drivers.append(i)
