@@ -122,7 +122,7 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
     x = torch.randn(T, d, requires_grad=True)
     g = torch.randn(T, d)
     times: dict[str, list[float]] = {n: [] for n in cands}
-    for name, m in cands.items():  # warm-up
+    for m in cands.values():  # warm-up
         step_time(m, x, g)
     for r in range(reps):
         names = list(cands) if r % 2 == 0 else list(reversed(cands))
@@ -170,7 +170,7 @@ def main() -> None:
     for spec in args.configs.split(","):
         E, k = (int(v) for v in spec.split(":"))
         rows.append(time_config(E, k, args.tokens, args.d_model, args.d_hidden, args.reps,
-                                E <= args.baselines_max_experts))
+                                args.baselines_max_experts >= E))
         print(markdown_table([rows[-1]]), flush=True)
     print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
     print(markdown_table(rows))
