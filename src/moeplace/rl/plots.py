@@ -23,7 +23,7 @@ def plot_learning_curve(episodes: list[tuple[int, float, int]], path: str | os.P
     if episodes:
         steps = np.array([s for s, _, _ in episodes], dtype=float)
         rets = np.array([r for _, r, _ in episodes], dtype=float)
-        ax.plot(steps, rets, ".", ms=2, alpha=0.3, color="tab:blue", label="episode return")
+        ax.plot(steps, rets, ".", ms=3, alpha=0.4, color="tab:blue", label="episode return")
         w = max(1, min(window, len(rets)))
         avg = np.convolve(rets, np.ones(w) / w, mode="valid")
         ax.plot(steps[w - 1:], avg, color="tab:blue", lw=2, label=f"mean of last {w}")
