@@ -28,6 +28,14 @@ def parse_duration(text: str) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def set_threads(n: int) -> None:
+    """Use n torch CPU threads (0 = leave torch's default)."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=None,
                    help="text file (90/10 split) or folder with train/valid/test files "
@@ -69,6 +77,9 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--eval-interval", type=int, help="steps between evaluations")
     t.add_argument("--eval-tokens", type=int, help="validation tokens per periodic evaluation")
     t.add_argument("--seed", type=int, help="random seed (batches, init, routing noise)")
+    t.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for these small models on a shared 2-core "
+                        "machine; 0 = torch's default)")
 
 
 def build_config(args: argparse.Namespace, vocab_size: int):
@@ -113,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moeplace.lm.train import train
     from moeplace.utils import print_json_line
 
+    set_threads(args.threads)
     out = Path(args.out)
     corpus = _load_corpus(args, out)
     cfg = build_config(args, corpus.vocab_size)
@@ -200,6 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Dense vs MoE with growing expert counts at equal active compute and tokens: table + plots."""
     from moeplace.lm.compare import run_compare
 
+    set_threads(args.threads)
     return run_compare(args)
 
 
@@ -249,6 +262,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-interval", type=int, default=100, help="steps between validation evaluations")
     p.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens per periodic evaluation")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="runs/lm-compare", help="folder for the table, CSV, plots and runs")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     p.set_defaults(func=cmd_compare)

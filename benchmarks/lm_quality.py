@@ -1,0 +1,135 @@
+"""Language-model quality: (1) the default `moeplace lm train` vs nanoGPT's CPU recipe at equal wall time;
+(2) the paper's trend: val loss falls as experts grow at fixed active compute and tokens (LSTM and
+Transformer); (3) load balance with the paper's importance + load losses at the end of training.
+
+    nice -n 10 .venv/bin/python benchmarks/lm_quality.py                 # all three parts
+    nice -n 10 .venv/bin/python benchmarks/lm_quality.py --part anchor   # only figure 1
+
+Part 1 runs the baseline first in this process: our own implementation of nanoGPT's model and its
+published CPU recipe (4 layers, 4 heads, 128 dims, context 64, batch 12, 2,000 iterations, lr 1e-3,
+dropout 0, 90/10 character split). Its training wall time T is then the time budget of the default
+`moeplace lm train` configuration. Both are evaluated with the same protocol: mean cross-entropy
+over the whole validation split in non-overlapping windows of each model's context.
+The last line of output is one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from moeplace.lm.compare import compare_configs, run_models, table_rows, write_outputs
+from moeplace.lm.data import get_batch, load_corpus
+from moeplace.lm.presets import demo, nanogpt_cpu
+from moeplace.lm.train import evaluate, train
+from moeplace.utils import markdown_table, print_json_line
+
+
+def anchor(corpus, out: Path, seed: int) -> dict:
+    """Figure 1: nanoGPT recipe for 2,000 iterations (time T), then our default for the same T."""
+    base_cfg = dataclasses.replace(nanogpt_cpu(corpus.vocab_size), seed=seed)
+    t0 = time.perf_counter()
+    base = train(base_cfg, corpus, out / "nanogpt", write_files=True)
+    T = base["train_seconds"]
+    base_eval = evaluate(base["model"], corpus.valid, base_cfg.block_size)
+    print(f"nanoGPT recipe: {base['step']} steps in {T:.1f} s (wall {time.perf_counter() - t0:.1f} s "
+          f"with eval), val loss {base_eval:.4f}", flush=True)
+    ours_cfg = dataclasses.replace(demo(corpus.vocab_size), time_budget=T, seed=seed)
+    t0 = time.perf_counter()
+    ours = train(ours_cfg, corpus, out / "default", write_files=True)
+    ours_eval = evaluate(ours["model"], corpus.valid, ours_cfg.block_size)
+    print(f"default moeplace lm train: {ours['step']} steps ({ours['tokens']:,} tokens) in "
+          f"{ours['train_seconds']:.1f} s (wall {time.perf_counter() - t0:.1f} s with periodic and final "
+          f"eval), val loss {ours_eval:.4f}", flush=True)
+    rows = []
+    for name, r, loss in (("nanoGPT CPU recipe (baseline)", base, base_eval),
+                          ("moeplace lm train (default)", ours, ours_eval)):
+        rows.append({"run": name, "params": r["params"], "flops_per_token": r["flops_per_token"],
+                     "steps": r["step"], "tokens": r["tokens"], "train_s": round(r["train_seconds"], 1),
+                     "val_loss": round(loss, 4)})
+    print(markdown_table(rows))
+    print(f"val loss: default - baseline = {ours_eval - base_eval:+.4f} nats; "
+          f"tokens seen: {ours['tokens'] / base['tokens']:.2f}x the baseline's", flush=True)
+    return {"baseline_val_loss": base_eval, "baseline_train_seconds": T, "baseline_tokens": base["tokens"],
+            "default_val_loss": ours_eval, "default_train_seconds": ours["train_seconds"],
+            "default_steps": ours["step"], "default_tokens": ours["tokens"], "default_params": ours["params"],
+            "val_loss_gap": ours_eval - base_eval, "default_reaches_1_70": ours_eval <= 1.70}
+
+
+@torch.no_grad()
+def final_load(model: torch.nn.Module, corpus, batch_size: int, block_size: int, seed: int) -> dict:
+    """CV(load) and max/mean load of each MoE layer on one large training-mode batch (noisy routing on)."""
+    from moeplace.moe import moe_stats
+
+    model.train()
+    x, _ = get_batch(corpus.train, batch_size, block_size, seed + 1, 10**9)
+    model(x)
+    stats = moe_stats(model)
+    return {"cv_load": max(s["cv_load"] for s in stats),
+            "max_over_mean_load": max(s["max_over_mean_load"] for s in stats), "tokens": x.numel()}
+
+
+def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_size: int, d_model: int,
+          d_expert: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Figure 2 (and 3): one family, growing expert counts, equal active compute and equal tokens."""
+    configs = compare_configs(family, experts, corpus.vocab_size, k=2, d_model=d_model, d_expert=d_expert,
+                              n_layer=2, block_size=64, moe_kwargs={"router": "noisy_topk"})
+    rows = run_models(configs, corpus, out / family, batch_size, steps, lr=3e-3,
+                      eval_interval=max(1, steps // 8), eval_tokens=16384, seed=seed)
+    balance = []
+    for cfg, r in zip(configs, rows):
+        if cfg.num_experts:
+            # re-open the trained model to measure its routing on a large batch
+            from moeplace.lm.train import load_for_inference
+
+            model, _ = load_for_inference(out / family / r["model"])
+            balance.append({"model": r["model"], **final_load(model, corpus, 256, 64, seed)})
+    title = f"{family}, k=2, d_model={d_model}, d_expert={d_expert}, {steps} steps x {batch_size * 64} tokens"
+    write_outputs(rows, out / family, title)
+    trows = table_rows(rows)
+    print(f"\n{title}\n" + markdown_table(trows), flush=True)
+    print("load balance at the end of training (16,384-token batch, noisy routing):\n"
+          + markdown_table(balance), flush=True)
+    return trows, balance
+
+
+def main() -> None:
+    """Run the chosen parts and print one JSON line with all figures."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=["all", "anchor", "trend"], default="all")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of every run (same for all)")
+    ap.add_argument("--experts", default="0,4,16,64,256")
+    ap.add_argument("--families", default="lstm,transformer")
+    ap.add_argument("--trend-steps", type=int, default=600)
+    ap.add_argument("--trend-batch", type=int, default=32)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--d-expert", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench-lm"))
+    ap.add_argument("--seed", type=int, default=1337)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    corpus = load_corpus(None, "char", args.out / ".cache")
+    figures: dict = {"threads": args.threads}
+    if args.part in ("all", "anchor"):
+        figures["anchor"] = anchor(corpus, args.out / "anchor", args.seed)
+    if args.part in ("all", "trend"):
+        experts = [int(e) for e in args.experts.split(",")]
+        for family in args.families.split(","):
+            rows, balance = trend(corpus, args.out / "trend", family, experts, args.trend_steps,
+                                  args.trend_batch, args.d_model, args.d_expert, args.seed)
+            dense = next(r for r in rows if r["experts"] == 0)
+            figures[f"{family}_trend"] = rows
+            figures[f"{family}_balance"] = balance
+            for r in rows:
+                if r["experts"]:
+                    gain = dense["val_loss"] - r["val_loss"]
+                    figures[f"{family}_gain_{r['experts']}_experts"] = round(gain, 4)
+    print_json_line(figures)
+
+
+if __name__ == "__main__":
+    main()
