@@ -364,3 +364,16 @@ def test_vectorised_equals_plain_loops_on_random_ariane(ariane):
     ref = _naive()(netlist, header, x.tolist(), y.tolist(), orient.tolist())
     np.testing.assert_allclose([ours.wirelength, ours.density, ours.congestion, ours.proxy], ref,
                                rtol=1e-9, atol=1e-12)
+
+
+def test_padded_nets_hpwl_equals_per_net_boxes():
+    from moeplace.place.chip.wirelength import PaddedNets, hpwl_per_net
+
+    rng = np.random.default_rng(3)
+    sizes = [2, 3, 7, 2, 70, 5, 9, 130]  # 70 and 130 go past the listed bucket sizes
+    ptr = np.concatenate([[0], np.cumsum(sizes)])
+    pins = rng.integers(0, 50, ptr[-1])
+    px, py = rng.uniform(0, 100, 50), rng.uniform(0, 100, 50)
+    boxes = [np.ptp(px[pins[a:b]]) + np.ptp(py[pins[a:b]]) for a, b in zip(ptr[:-1], ptr[1:])]
+    np.testing.assert_allclose(PaddedNets(ptr, pins).hpwl(px, py), boxes, rtol=1e-12)
+    np.testing.assert_allclose(hpwl_per_net(px, py, ptr, pins), boxes, rtol=1e-12)

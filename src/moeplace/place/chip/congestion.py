@@ -65,10 +65,9 @@ def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight
                columns: int, rows: int, net_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw routing demand (H, V) `[rows, cols]` of nets whose pins (CSR order, driver first) sit in
     grid cells (col, row); `net_of` (the net of each pin) may be passed precomputed."""
-    segs = Segments(columns, rows)
     m = len(net_ptr) - 1
     if m == 0:
-        return segs.maps()
+        return Segments(columns, rows).maps()
     if net_of is None:
         net_of = np.repeat(np.arange(m), np.diff(net_ptr))
     cells = columns * rows
@@ -77,17 +76,21 @@ def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight
     unet, ucell = key // cells, key % cells
     g = np.bincount(unet, minlength=m)
     src = cell[net_ptr[:-1]]
-    # two cells and stars (> 3 cells): a two-cell route from the source to each other cell
-    star = (ucell != src[unet]) & (g[unet] != 3)
-    t, s = ucell[star], src[unet[star]]
-    w = net_weight[unet[star]]
-    segs.add_h(s // columns, s % columns, t % columns, w)
-    segs.add_v(t % columns, s // columns, t // columns, w)
-    # three cells
-    three = g[unet] == 3
-    if np.any(three):
-        c3 = ucell[three].reshape(-1, 3)
-        _route_three(c3 % columns, c3 // columns, net_weight[unet[three][::3]], rows, segs)
+    star = np.flatnonzero((ucell != src[unet]) & (g[unet] != 3))
+    three = np.flatnonzero(g[unet] == 3)
+    return route_cells(src[unet[star]], ucell[star], net_weight[unet[star]],
+                       ucell[three].reshape(-1, 3), net_weight[unet[three[::3]]], columns, rows)
+
+
+def route_cells(src: np.ndarray, sink: np.ndarray, w: np.ndarray, three: np.ndarray, w3: np.ndarray,
+                columns: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Demand maps of two-cell routes (source -> sink, weight w; stars are several of these) and of
+    three-cell nets (`three` [K, 3] flat cells, weights w3)."""
+    segs = Segments(columns, rows)
+    segs.add_h(src // columns, src % columns, sink % columns, w)  # along the source's row
+    segs.add_v(sink % columns, src // columns, sink // columns, w)  # then the sink's column
+    if len(three):
+        _route_three(three % columns, three // columns, w3, rows, segs)
     return segs.maps()
 
 

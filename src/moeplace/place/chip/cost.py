@@ -17,7 +17,7 @@ from moeplace.place.chip.congestion import congestion_cost, route_nets, smooth, 
 from moeplace.place.chip.density import density_cost, macro_allocation_maps, overlap_area_map, rect_overlaps
 from moeplace.place.chip.netlist import Netlist, NodeKind, pin_positions, swaps_axes
 from moeplace.place.chip.plc import PlcHeader
-from moeplace.place.chip.wirelength import hpwl_per_net, subset_csr, wirelength_cost
+from moeplace.place.chip.wirelength import PaddedNets, hpwl_per_net, subset_csr, wirelength_cost
 
 WIRELENGTH_WEIGHT, DENSITY_WEIGHT, CONGESTION_WEIGHT = 1.0, 0.5, 0.5
 
@@ -122,6 +122,7 @@ class ProxyCost:
         self.h_scale = 1.0 / (g.cell_height * header.hroutes_per_micron)
         self.v_scale = 1.0 / (g.cell_width * header.vroutes_per_micron)
         self._build_incidence()
+        self.padded = PaddedNets(netlist.net_ptr, netlist.net_pins)
 
     def _build_incidence(self) -> None:
         """CSR maps: node -> nets its pins belong to (a macro owns its pins' nets); macro -> its pins."""
@@ -168,7 +169,7 @@ class ProxyCost:
         """Unweighted HPWL of every net (or of `nets`) from absolute pin positions."""
         nl = self.netlist
         if nets is None:
-            return hpwl_per_net(px, py, nl.net_ptr, nl.net_pins)
+            return self.padded.hpwl(px, py)
         ptr, pos = subset_csr(nl.net_ptr, nets)
         return hpwl_per_net(px, py, ptr, nl.net_pins[pos])
 
@@ -190,15 +191,14 @@ class ProxyCost:
 
     def net_demand(self, px: np.ndarray, py: np.ndarray, nets: np.ndarray | None = None):
         """Raw routing demand (H, V) `[rows, cols]` of all nets (or `nets`), before smoothing."""
-        nl = self.netlist
-        net_of = None
+        nl, g = self.netlist, self.grid
         if nets is None:
-            ptr, pins, weight, net_of = nl.net_ptr, nl.net_pins, nl.net_weight, self.net_of_pin
-        else:
-            ptr, pos = subset_csr(nl.net_ptr, nets)
-            pins, weight = nl.net_pins[pos], nl.net_weight[nets]
-        col, row = self.grid.cell_of(px[pins], py[pins])
-        return route_nets(col, row, ptr, weight, self.grid.columns, self.grid.rows, net_of)
+            col, row = g.cell_of(px[nl.net_pins], py[nl.net_pins])
+            return route_nets(col, row, nl.net_ptr, nl.net_weight, g.columns, g.rows, self.net_of_pin)
+        ptr, pos = subset_csr(nl.net_ptr, nets)
+        pins, weight = nl.net_pins[pos], nl.net_weight[nets]
+        col, row = g.cell_of(px[pins], py[pins])
+        return route_nets(col, row, ptr, weight, g.columns, g.rows)
 
     def macro_demand_of(self, nodes: np.ndarray, x: np.ndarray, y: np.ndarray, orient: np.ndarray):
         """Scaled routing allocation (H, V) `[rows, cols]` of the hard macros `nodes`."""
