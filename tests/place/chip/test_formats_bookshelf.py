@@ -93,3 +93,18 @@ def test_missing_aux_and_missing_listed_file(tmp_path):
     (tmp_path / "t.pl").unlink()
     with pytest.raises(InputError, match="cannot read"):
         load_bookshelf(aux)
+
+
+def test_bookshelf_placement_round_trips_through_plc(tmp_path):
+    from moeplace.place.chip.plc import load_placement, write_plc
+
+    nl, header = load_bookshelf(_write(tmp_path), columns=4, rows=2)
+    nl.x[0], nl.y[0] = 33.5, 7.25
+    write_plc(tmp_path / "t.plc", nl, header)
+    fresh, _ = load_bookshelf(_write(tmp_path), columns=4, rows=2)
+    header2 = load_placement(fresh, tmp_path / "t.plc")
+    assert (header2.columns, header2.rows, header2.width, header2.height) == (4, 2, 100, 40)
+    assert (fresh.x[0], fresh.y[0]) == (33.5, 7.25)
+    placed = np.concatenate([fresh.macros, fresh.ports])
+    np.testing.assert_array_equal(fresh.x[placed], nl.x[placed])
+    np.testing.assert_array_equal(fresh.orient[placed], nl.orient[placed])
