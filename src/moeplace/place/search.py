@@ -253,6 +253,10 @@ def simulated_annealing(
     return budget.result(interrupted, accepted)
 
 
+class _BudgetSpent(Exception):
+    """Raised at an episode end once the search budget is used up (stops PPO mid-rollout)."""
+
+
 class _BestEpisode:
     """Remembers the cheapest complete placement among the episodes a PlacementEnv finishes."""
 
@@ -272,6 +276,8 @@ class _BestEpisode:
                 obs, reward, terminated, truncated, info = self.env.step(action)
                 if (terminated or truncated) and "cost" in info:
                     tracker.budget.record(info["placement"], float(info["cost"]))
+                    if tracker.budget.fraction() >= 1.0:
+                        raise _BudgetSpent
                 return obs, reward, terminated, truncated, info
 
         return Recorder(env)
@@ -283,8 +289,8 @@ def rl_search(problem: PlacementProblem, *, policy: Any = None, budget_s: float 
     """Train the project's PPO on a PlacementEnv over `problem` and keep the best placement seen.
 
     One rollout holds `episodes_per_update` whole episodes; training stops at the wall-time or
-    episode budget (checked after each update) or on Ctrl-C. Each finished training episode counts
-    as one cost evaluation. `policy` defaults to PlacementPolicy(problem).
+    episode budget (checked at every episode end, mid-rollout) or on Ctrl-C. Each finished
+    training episode counts as one cost evaluation. `policy` defaults to PlacementPolicy(problem).
     """
     import torch
 
@@ -310,6 +316,8 @@ def rl_search(problem: PlacementProblem, *, policy: Any = None, budget_s: float 
     try:
         while budget.evaluations == 0 or budget.fraction() < 1.0:  # at least one update
             algo.learn(10**12, callback=stop, progress_bar=False)
+    except _BudgetSpent:
+        pass
     except KeyboardInterrupt:
         interrupted = True
         if budget.best is None:

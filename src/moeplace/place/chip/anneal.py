@@ -52,7 +52,7 @@ def anneal_chip(problem: ChipProblem, *, budget_s: float | None = None, max_eval
     if problem.num_nodes == 0:
         return soft_only(problem, fd_iterations * 4)
     rng = np.random.default_rng(seed)
-    current = problem.snap() if init is None else np.asarray(init, np.int64).copy()
+    current = problem.initial_placement() if init is None else np.asarray(init, np.int64).copy()
     problem.refresh_soft(current, fd_iterations * 4)
     evals0 = problem.evaluations
     best_terms = problem.terms(current)

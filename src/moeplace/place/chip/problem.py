@@ -301,6 +301,26 @@ class ChipProblem:
             placement = placement + k * self.num_cells
         return placement
 
+    def pack(self) -> np.ndarray:
+        """A legal placement packed bottom-left: each macro in order takes the first legal cell in
+        row-major order. Raises InfeasibleError when a macro finds no legal cell."""
+        placement = np.full(self.num_nodes, UNPLACED, dtype=np.int64)
+        for i in range(self.num_nodes):
+            legal = np.flatnonzero(self.legal_mask(placement, i)[: self.num_cells])
+            if legal.size == 0:
+                raise InfeasibleError(f"no legal cell left for macro {self.netlist.names[self.macros[i]]!r} "
+                                      f"({i + 1} of {self.num_nodes}) on the {self.grid.columns}x"
+                                      f"{self.grid.rows} grid, even packed bottom-left")
+            placement[i] = legal[0]
+        return placement
+
+    def initial_placement(self) -> np.ndarray:
+        """The input placement snapped to the grid, or (when it does not fit) a bottom-left packing."""
+        try:
+            return self.snap()
+        except InfeasibleError:
+            return self.pack()
+
     def _node_features(self) -> np.ndarray:
         """Static features of the macros (see node_features)."""
         nl, g = self.netlist, self.grid

@@ -1,0 +1,167 @@
+"""Chip macro placement benchmark: RL (PPO), simulated annealing and the reference placement side by side.
+
+Ariane133 (133 hard macros, 782 soft macros) with the grid and routing settings of its legalized
+.plc header: the reference placement's proxy cost (its header: 0.0736 + 0.5*0.4988 + 0.5*0.7259 =
+0.686), simulated annealing started from the reference placement snapped to the grid, simulated
+annealing from scratch (random legal macro placement, soft macros from the canvas centre) and
+PPO from scratch, each for the same wall-time budget, with the cost evaluations each used.
+ibm01 (Bookshelf, 246 hard macros) on a 48x48 grid: macro HPWL of SA and RL at a shorter budget.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/chip_placement.py --budget 10m --ibm-budget 2m
+
+The last line is one JSON line with every figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: tiny matrices, BLAS threads only spin
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from moeplace.data import CHIP_DIR  # noqa: E402
+from moeplace.place.chip.agent import train_chip_rl  # noqa: E402
+from moeplace.place.chip.anneal import anneal_chip  # noqa: E402
+from moeplace.place.chip.bookshelf import load_bookshelf  # noqa: E402
+from moeplace.place.chip.cost import ProxyCost  # noqa: E402
+from moeplace.place.chip.netlist import Netlist, NodeKind, load_netlist, pin_positions  # noqa: E402
+from moeplace.place.chip.plc import load_placement  # noqa: E402
+from moeplace.place.chip.problem import ChipProblem  # noqa: E402
+from moeplace.place.search import parse_budget, random_rollout  # noqa: E402
+from moeplace.utils import markdown_table, print_json_line, seed_everything  # noqa: E402
+
+# Published proxy costs on Ariane133 (NanGate45), from the TILOS MacroPlacement evaluation
+# (Cheng et al., ISPD 2023); not measured here, and their soft-macro placement and flows differ.
+ANCHORS = {
+    "circuit_training": (0.857, "Circuit Training RL, as re-run by TILOS MacroPlacement (8 V100 GPUs, "
+                                "hundreds of CPU workers)"),
+    "circuit_training_3x": (0.809, "Circuit Training with 3x the training (same evaluation)"),
+    "tilos_sa": (0.7552, "TILOS MacroPlacement simulated annealing"),
+}
+
+
+def row(name: str, terms: dict[str, float], evaluations: int, wall_s: float, **extra) -> dict:
+    """One table row."""
+    return {"placement": name, "wirelength": round(terms["wirelength"], 4),
+            "density": round(terms["density"], 4), "congestion": round(terms["congestion"], 4),
+            "proxy": round(terms["proxy"], 4),
+            "evaluations": int(evaluations), "wall_s": round(wall_s, 1), **extra}
+
+
+def macro_hpwl(netlist: Netlist, x: np.ndarray, y: np.ndarray, orient: np.ndarray) -> float:
+    """Weighted HPWL of the nets among hard macros: each net restricted to its hard-macro pins
+    (nets with at least two of them)."""
+    px, py = pin_positions(netlist, x, y, orient)
+    total = 0.0
+    hard_pin = netlist.kind == NodeKind.HARD_MACRO_PIN
+    for m in range(netlist.num_nets):
+        pins = netlist.net_pins[netlist.net_ptr[m]:netlist.net_ptr[m + 1]]
+        pins = pins[hard_pin[pins]]
+        if len(pins) >= 2:
+            total += netlist.net_weight[m] * (np.ptp(px[pins]) + np.ptp(py[pins]))
+    return float(total)
+
+
+def ariane(budget_s: float, seed: int) -> tuple[list[dict], dict]:
+    """Reference, SA (from the reference), SA (from scratch) and RL (from scratch) on Ariane133."""
+    path = CHIP_DIR / "ariane133"
+    netlist = load_netlist(path / "netlist.pb.txt.gz")
+    header = load_placement(netlist, path / "legalized.plc")
+    ref = ProxyCost(netlist, header).evaluate().as_dict()
+    rows = [row("reference (legalized.plc)", ref, 1, 0.0)]
+    print(f"ariane133: reference proxy {ref['proxy']:.4f} (header figures: wirelength "
+          f"{header.figures.get('Wirelength cost')}, density {header.figures.get('Density cost')}, "
+          f"congestion {header.figures.get('Congestion cost')})", flush=True)
+
+    problem = ChipProblem(netlist, header, orientations=True, soft="fixed")
+    sa = anneal_chip(problem, budget_s=budget_s, seed=seed)
+    assert problem.is_legal(sa.placement)
+    rows.append(row("SA from reference", sa.terms, sa.evaluations, sa.wall_s))
+    print(markdown_table(rows[-1:]), flush=True)
+
+    problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="center")
+    start = random_rollout(problem, np.random.default_rng(seed))
+    sa0 = anneal_chip(problem, budget_s=budget_s, seed=seed, init=start)
+    assert problem.is_legal(sa0.placement)
+    rows.append(row("SA from scratch", sa0.terms, sa0.evaluations, sa0.wall_s))
+    print(markdown_table(rows[-1:]), flush=True)
+
+    problem = ChipProblem(netlist, header, soft="fd", fd_iterations=10)
+    rl = train_chip_rl(problem, budget_s=budget_s, seed=seed)
+    assert problem.is_legal(rl.placement)
+    rows.append(row("RL (PPO) from scratch", rl.terms, rl.evaluations, rl.wall_s))
+    print(markdown_table(rows[-1:]), flush=True)
+    best = min(sa.cost, sa0.cost, rl.cost)
+    figures = {"reference_proxy": ref["proxy"], "sa_proxy": sa.cost, "sa_scratch_proxy": sa0.cost,
+               "rl_proxy": rl.cost, "sa_evaluations": sa.evaluations,
+               "sa_scratch_evaluations": sa0.evaluations, "rl_evaluations": rl.evaluations,
+               "best_proxy": best, "best_over_reference": best / ref["proxy"]}
+    return rows, figures
+
+
+def ibm01(budget_s: float, seed: int, grid: int) -> tuple[list[dict], dict]:
+    """Macro HPWL of SA and RL on ibm01 (soft macros = standard cells kept at their .pl positions)."""
+    netlist, header = load_bookshelf(CHIP_DIR / "ibm01" / "ibm01.aux")
+    header.columns = header.rows = grid
+    base = macro_hpwl(netlist, netlist.x, netlist.y, netlist.orient)
+    terms = ProxyCost(netlist, header).evaluate().as_dict()
+    rows = [row("input .pl", terms, 1, 0.0, macro_hpwl=round(base))]
+    problem = ChipProblem(netlist, header, orientations=True, soft="fixed")
+    sa = anneal_chip(problem, budget_s=budget_s, seed=seed, fd_iterations=0)
+    x, y, o = problem.full_positions(sa.placement)
+    sa_hpwl = macro_hpwl(netlist, x, y, o)
+    rows.append(row("SA", sa.terms, sa.evaluations, sa.wall_s, macro_hpwl=round(sa_hpwl)))
+    print(markdown_table(rows[-1:]), flush=True)
+    problem = ChipProblem(netlist, header, soft="fd", fd_iterations=0)
+    rl = train_chip_rl(problem, budget_s=budget_s, seed=seed)
+    x, y, o = problem.full_positions(rl.placement)
+    rl_hpwl = macro_hpwl(netlist, x, y, o)
+    rows.append(row("RL (PPO)", rl.terms, rl.evaluations, rl.wall_s, macro_hpwl=round(rl_hpwl)))
+    print(markdown_table(rows[-1:]), flush=True)
+    return rows, {"ibm01_input_macro_hpwl": base, "ibm01_sa_macro_hpwl": sa_hpwl,
+                  "ibm01_rl_macro_hpwl": rl_hpwl, "ibm01_sa_proxy": sa.cost, "ibm01_rl_proxy": rl.cost,
+                  "ibm01_sa_evaluations": sa.evaluations, "ibm01_rl_evaluations": rl.evaluations,
+                  "ibm01_grid": grid}
+
+
+def main() -> None:
+    """Run both benchmarks and print tables, ratios and the JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", default="10m", help="wall time per method on Ariane133 (e.g. 10m, 1h)")
+    ap.add_argument("--ibm-budget", default="2m", help="wall time per method on ibm01 (0 skips ibm01)")
+    ap.add_argument("--ibm-grid", type=int, default=48, help="grid columns = rows on ibm01")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    seed_everything(args.seed)
+    os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")
+    t0 = time.perf_counter()
+    budget_s = parse_budget(args.budget)
+    rows, figures = ariane(budget_s, args.seed)
+    print("\n## Ariane133 (24x21 grid, settings of legalized.plc), budget per method:", args.budget)
+    print(markdown_table(rows))
+    ref = figures["reference_proxy"]
+    for name, key in (("SA from reference", "sa_proxy"), ("SA from scratch", "sa_scratch_proxy"),
+                      ("RL from scratch", "rl_proxy")):
+        print(f"{name}: proxy / reference = {figures[key] / ref:.4f}")
+    print("published anchors (not measured here):")
+    for key, (value, what) in ANCHORS.items():
+        print(f"  {key}: {value} ({what}); reference / anchor = {ref / value:.3f}")
+    figures.update({f"anchor_{k}": v for k, (v, _) in ANCHORS.items()})
+    figures.update(budget=args.budget, seed=args.seed)
+    if args.ibm_budget not in ("0", "0s"):
+        ibm_rows, ibm = ibm01(parse_budget(args.ibm_budget), args.seed, args.ibm_grid)
+        grid = f"{args.ibm_grid}x{args.ibm_grid}"
+        print(f"\n## ibm01 (Bookshelf, {grid} grid), budget per method:", args.ibm_budget)
+        print(markdown_table(ibm_rows))
+        print(f"macro HPWL SA / RL = {ibm['ibm01_sa_macro_hpwl'] / ibm['ibm01_rl_macro_hpwl']:.4f}")
+        figures.update(ibm, ibm_budget=args.ibm_budget)
+    figures["total_wall_s"] = round(time.perf_counter() - t0, 1)
+    print_json_line(figures)
+
+
+if __name__ == "__main__":
+    main()
