@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -52,6 +53,16 @@ def test_two_processes_train_like_one_and_checkpoints_reshard(tmp_path, corpus_f
     one_to_two = json.loads((tmp_path / "one_to_two" / "result-2.json").read_text())
     index = read_index(tmp_path / "two" / SHARDED_DIR)
     assert index["world_size"] == 2 and index["experts"]  # every MoE layer's experts were split in two
+    # `lm eval` / `lm sample` path: the 2 shards load as one whole model, equal to the 1-process model
+    train_mod = importlib.import_module(os.environ.get("MOEPLACE_TRAIN_MODULE", "moeplace.lm.train"))
+    from moeplace.lm.data import load_corpus
+
+    valid = load_corpus(corpus_file, "char", tmp_path / "cache").valid
+    whole, state = train_mod.load_for_inference(tmp_path / "two")
+    single, _ = train_mod.load_for_inference(tmp_path / "one")
+    assert state["step"] == 4 and whole.num_params() == single.num_params()
+    want = train_mod.evaluate(single, valid, 16)
+    assert train_mod.evaluate(whole, valid, 16) == pytest.approx(want, rel=1e-5)
     # 1 process again: its own run resumed (the reference for steps 5-6), and the 2-process run resumed
     ref = run_tiny(tmp_path / "one", corpus_file, max_steps=6, resume=True)
     two_to_one = run_tiny(tmp_path / "two", corpus_file, max_steps=6, resume=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,10 +111,16 @@ def translate_errors(rank: int, world: int, timeout_s: float, what: str) -> Iter
     except (dist.DistError, RuntimeError) as e:
         if not _is_collective_failure(e):
             raise
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise DistributedError(
             f"rank {rank} of {world}: stopped during {what}: another rank died, hung or failed "
-            f"(process-group timeout {timeout_s:g} s): {first[:300]}") from None
+            f"(process-group timeout {timeout_s:g} s): {_reason(e)}") from None
+
+
+def _reason(e: BaseException) -> str:
+    """The backend's message without its source location and boilerplate advice, on one line."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    first = re.sub(r"^\[[^\]]*\.(cc|cpp|h|hpp):\d+\]\s*", "", first)
+    return first.split(" This is typically")[0][:300]
 
 
 def _is_collective_failure(e: BaseException) -> bool:
@@ -215,6 +222,16 @@ def global_mean(value: torch.Tensor | float, ctx: DistContext) -> float:
     t = torch.as_tensor(value, dtype=torch.float64, device=ctx.device).clone()
     dist.all_reduce(t)
     return float(t) / ctx.world_size
+
+
+def num_params(model: nn.Module, ctx: DistContext) -> int:
+    """Parameters of the whole model, counting every rank's experts (num_params() counts only this rank's)."""
+    n = model.num_params() if hasattr(model, "num_params") else sum(p.numel() for p in model.parameters())
+    if ctx.distributed:
+        named = dict(model.named_parameters())
+        for name, (e, a, b) in parallel.expert_shards(model).items():
+            n += named[name].numel() * (e - (b - a)) // (b - a)
+    return n
 
 
 def agree_time(seconds: float, ctx: DistContext) -> float:
