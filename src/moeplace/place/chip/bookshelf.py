@@ -39,6 +39,7 @@ def _lines(path: Path):
 
 
 def _float(text: str, path: Path, lineno: int, what: str) -> float:
+    """A number from a Bookshelf field, or InputError naming file and line."""
     try:
         return float(text)
     except ValueError:
@@ -46,6 +47,7 @@ def _float(text: str, path: Path, lineno: int, what: str) -> float:
 
 
 def _read_aux(aux: Path) -> dict[str, Path]:
+    """The files an .aux lists, by extension."""
     for lineno, s in _lines(aux):
         if ":" in s:
             files = s.split(":", 1)[1].split()
@@ -58,6 +60,7 @@ def _read_aux(aux: Path) -> dict[str, Path]:
 
 
 def _read_nodes(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Names, widths, heights and terminal flags from .nodes."""
     names, w, h, term = [], [], [], []
     for lineno, s in _lines(path):
         if s.startswith(("NumNodes", "NumTerminals")):
@@ -107,6 +110,7 @@ def _read_scl(path: Path) -> tuple[float, float, float, float, float]:
 
 
 def _read_pl(path: Path, index: dict[str, int], n: int):
+    """Lower-left x, y, orientation codes and fixed flags from .pl."""
     x, y = np.zeros(n), np.zeros(n)
     orient = np.zeros(n, np.int8)
     fixed = np.zeros(n, bool)

@@ -38,6 +38,7 @@ class Segments:
         self.weight: list[np.ndarray] = []
 
     def _add(self, base: np.ndarray, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
+        """+w at base + min(a, b) and -w at base + max(a, b)."""
         self.index += [base + np.minimum(a, b), base + np.maximum(a, b)]
         self.weight += [w, -w]
 

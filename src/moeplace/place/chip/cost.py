@@ -158,6 +158,7 @@ class ProxyCost:
 
     # ---- building blocks (positions in, arrays out) ----------------------------------------------
     def _xy(self, x, y, orient):
+        """The given arrays, or the netlist's own where None."""
         nl = self.netlist
         return (nl.x if x is None else x, nl.y if y is None else y, nl.orient if orient is None else orient)
 

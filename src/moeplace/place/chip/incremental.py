@@ -22,6 +22,8 @@ from moeplace.place.chip.wirelength import hpwl_per_net, subset_csr
 
 @dataclass
 class _Proposal:
+    """A move evaluated by propose(), kept until accept() or reject()."""
+
     nodes: np.ndarray
     x: np.ndarray
     y: np.ndarray

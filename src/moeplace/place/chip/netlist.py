@@ -1,4 +1,4 @@
-"""The chip netlist as numpy arrays, and a streaming reader of Circuit Training's protobuf-text netlists.
+"""The chip netlist as numpy arrays, and a reader of Circuit Training's protobuf-text netlists.
 
 A Circuit Training netlist (`netlist.pb.txt`, a tensorflow GraphDef in protobuf text) lists nodes:
 hard macros (`MACRO`), their pins (`MACRO_PIN`, with offsets from the macro centre), soft macros
@@ -9,9 +9,6 @@ the net's weight is the driver's `weight` attribute (default 1). Node order is t
 
 from __future__ import annotations
 
-import gzip
-import re
-import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from moeplace.errors import InputError
+from moeplace.place.chip.pbtxt import PbNode, PbtxtReader
 
 
 class NodeKind(IntEnum):
@@ -184,177 +182,8 @@ def positions_of(netlist: Netlist, nodes: np.ndarray, x: np.ndarray, y: np.ndarr
     return (x[owner] + np.where(hard_pin, dx, 0.0), y[owner] + np.where(hard_pin, dy, 0.0))
 
 
-# ---------------------------------------------------------------------------------------------
-# Protobuf-text reader
-# ---------------------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r'\s*(?:(\{)|(\})|([A-Za-z_][\w.]*)\s*:?|"((?:[^"\\]|\\.)*)"|([^\s{}"#]+)|(#.*))')
-
-
-class _Node:
-    """One parsed `node { ... }` block."""
-
-    __slots__ = ("name", "inputs", "input_lines", "attrs", "line")
-
-    def __init__(self, line: int) -> None:
-        self.name: str | None = None
-        self.inputs: list[str] = []
-        self.input_lines: list[int] = []
-        self.attrs: dict[str, object] = {}
-        self.line = line
-
-
-def _unescape(s: str) -> str:
-    return re.sub(r"\\(.)", r"\1", s) if "\\" in s else s
-
-
-class _PbtxtReader:
-    """A streaming reader of a GraphDef in protobuf text: keeps each `node` block's name, inputs, attrs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.nodes: list[_Node] = []
-        self.stack: list[str] = []  # names of the open blocks
-        self.node: _Node | None = None
-        self.attr_key: str | None = None
-        self.lineno = 0
-
-    def fail(self, reason: str) -> InputError:
-        """An InputError naming the file and the current line."""
-        return InputError(f"{self.path}:{self.lineno}: {reason}")
-
-    def open_block(self, name: str) -> None:
-        """Handle `name {`."""
-        if name == "node":
-            if self.stack:
-                raise self.fail("'node' block inside another block")
-            self.node = _Node(self.lineno)
-        elif name == "attr":
-            if self.stack != ["node"]:
-                raise self.fail("'attr' outside a node")
-            self.attr_key = None
-        self.stack.append(name)
-
-    def close_block(self) -> None:
-        """Handle `}`."""
-        if not self.stack:
-            raise self.fail("unmatched '}'")
-        if self.stack.pop() == "node":
-            assert self.node is not None
-            if self.node.name is None:
-                raise self.fail("node without a name")
-            self.nodes.append(self.node)
-            self.node = None
-
-    def scalar(self, name: str, value: object) -> None:
-        """Handle `name: value` inside the current block."""
-        stack = self.stack
-        top = stack[-1] if stack else None
-        if top == "node":
-            assert self.node is not None
-            if name == "name":
-                self.node.name = str(value)
-            elif name == "input":
-                self.node.inputs.append(str(value))
-                self.node.input_lines.append(self.lineno)
-        elif top == "attr":
-            if name == "key":
-                self.attr_key = str(value)
-        elif top == "value" and len(stack) >= 2 and stack[-2] == "attr":
-            if self.attr_key is None:
-                raise self.fail("attr value before its key")
-            assert self.node is not None
-            self.node.attrs[self.attr_key] = value
-        elif top is None:
-            raise self.fail(f"field {name!r} outside any block")
-
-    @staticmethod
-    def value_of(text: str) -> object:
-        """A scalar's value: a number where it parses as one, else the text (enums, booleans)."""
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    def line(self, line: str) -> None:
-        """Consume one line (fast path for the usual one-item-a-line layout, tokenizer otherwise)."""
-        s = line.strip()
-        if not s or s[0] == "#":
-            return
-        if s == "}":
-            self.close_block()
-            return
-        if s[-1] == "{" and s[:-1].rstrip().isidentifier():
-            self.open_block(s[:-1].rstrip())
-            return
-        key, sep, val = s.partition(":")
-        if sep and key.isidentifier():
-            val = val.strip()
-            if val and val[0] == '"' and val[-1] == '"' and val.count('"') == 2 and "\\" not in val:
-                self.scalar(key, val[1:-1])
-                return
-            if val and "{" not in val and "}" not in val and '"' not in val and "#" not in val \
-                    and " " not in val:
-                self.scalar(key, self.value_of(val))
-                return
-        self.tokens(line)
-
-    def tokens(self, line: str) -> None:
-        """Consume a line with several items (e.g. `attr { key: "x" value { f: 1 } }`)."""
-        pending: str | None = None
-        pos, n = 0, len(line)
-        while pos < n:
-            m = _TOKEN.match(line, pos)
-            if m is None or m.end() == pos:
-                if line[pos:].strip():
-                    raise self.fail(f"unexpected text {line[pos:].strip()[:40]!r}")
-                break
-            pos = m.end()
-            ob, cb, ident, string, bare, comment = m.groups()
-            if comment is not None:
-                break
-            if ob is not None:
-                if pending is None:
-                    raise self.fail("'{' without a field name")
-                self.open_block(pending)
-                pending = None
-            elif cb is not None:
-                if pending is not None:
-                    raise self.fail(f"field {pending!r} has no value")
-                self.close_block()
-            elif ident is not None and pending is None:
-                pending = ident
-            else:
-                if pending is None:
-                    raise self.fail(f"value {m.group(0).strip()!r} without a field name")
-                if string is not None:
-                    self.scalar(pending, _unescape(string))
-                else:
-                    self.scalar(pending, self.value_of(ident if ident is not None else bare))
-                pending = None
-        if pending is not None:
-            raise self.fail(f"field {pending!r} has no value on its line")
-
-    def read(self) -> list[_Node]:
-        """Read the whole file; InputError with file:line on anything malformed."""
-        try:
-            raw = self.path.read_bytes()
-        except OSError as e:
-            raise InputError(f"{self.path}: cannot read netlist ({e.strerror or e})") from None
-        if raw[:2] == b"\x1f\x8b":
-            try:
-                raw = gzip.decompress(raw)
-            except (EOFError, OSError, zlib.error) as e:  # a damaged .gz
-                raise InputError(f"{self.path}: cannot read ({e})") from None
-        line = self.line
-        for self.lineno, text in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-            line(text)
-        if self.stack:
-            raise self.fail(f"file ends inside an open '{self.stack[-1]}' block")
-        return self.nodes
-
-
-def _num(node: _Node, key: str, path: Path, default: float | None = None) -> float:
+def _num(node: PbNode, key: str, path: Path, default: float | None = None) -> float:
+    """A numeric attribute of a node (or `default`); InputError if absent without default or not a number."""
     v = node.attrs.get(key, default)
     if v is None:
         raise InputError(f"{path}:{node.line}: node {node.name!r} lacks attribute {key!r}")
@@ -368,9 +197,9 @@ def load_netlist(path: str | Path) -> Netlist:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: netlist file not found")
-    raw = _PbtxtReader(path).read()
+    raw = PbtxtReader(path).read()
     metadata: dict[str, object] = {}
-    nodes: list[_Node] = []
+    nodes: list[PbNode] = []
     for nd in raw:
         if nd.name == "__metadata__":
             metadata.update(nd.attrs)

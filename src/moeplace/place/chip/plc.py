@@ -95,6 +95,7 @@ class PlcPlacement:
 
 
 def _number(text: str, path: Path, lineno: int, what: str) -> float:
+    """A finite number from a .plc field, or InputError naming file and line."""
     try:
         v = float(text)
     except ValueError:
@@ -230,6 +231,7 @@ def default_header(netlist: Netlist, columns: int = 10, rows: int = 10, width: f
 
 
 def _fmt(v: float) -> str:
+    """A number as written in .plc files (up to 10 significant digits)."""
     return f"{v:.10g}"
 
 
