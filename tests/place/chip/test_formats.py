@@ -243,3 +243,16 @@ def test_malformed_plc_header_and_bad_index(tmp_path):
     path.write_text("4 1 1 N 0\n")  # node 4 is a pin
     with pytest.raises(InputError, match="is a pin"):
         load_placement(nl, path)
+
+
+def test_streamed_lines_across_chunks_and_gzip_members(tmp_path):
+    from moeplace.place.chip.pbtxt import iter_lines
+
+    plain = tmp_path / "n.pb.txt"
+    plain.write_text(SMALL)
+    assert list(iter_lines(plain, chunk=7)) == SMALL.splitlines()
+    half = len(SMALL) // 2
+    packed = tmp_path / "n.pb.txt.gz"  # two concatenated gzip members, as `cat a.gz b.gz` makes
+    packed.write_bytes(gzip.compress(SMALL[:half].encode()) + gzip.compress(SMALL[half:].encode()))
+    assert list(iter_lines(packed, chunk=5)) == SMALL.splitlines()
+    assert load_netlist(packed).names == load_netlist(plain).names
