@@ -95,9 +95,10 @@ class ExpertParallel(nn.Module):
         self.num_local_experts = num_experts // world
         self.expert_start = rank * self.num_local_experts
         self.expert_end = self.expert_start + self.num_local_experts
-        # The local bank: a copy of the bank's module with every expert-stacked tensor sliced.
+        # The local bank: a copy of the bank's module with every expert-stacked tensor sliced
+        # (the memo makes the copy share the full tensors instead of duplicating them first).
         # Held outside the module tree; its forward runs on this module's parameters.
-        local = copy.deepcopy(experts)
+        local = copy.deepcopy(experts, memo={id(p): p for p in experts.parameters()})
         for name, p in list(local.named_parameters(recurse=False)):
             shard = p.detach()[self.expert_start:self.expert_end].clone() if p.shape[:1] == (
                 num_experts,) else p.detach().clone()
@@ -335,6 +336,10 @@ def save_sharded(path: str | os.PathLike[str], model: nn.Module,
         index = {"format": _FORMAT, "version": 1, "world_size": world,
                  "shards": [_shard_file(r, world) for r in range(world)], "experts": experts}
         atomic_write_text(path / INDEX_FILE, json.dumps(index, indent=1) + "\n")
+        current = {Path(f).stem for f in index["shards"]}
+        for stale in path.glob("shard-*-of-*.*"):  # shards of an earlier save at another world size
+            if stale.stem not in current:
+                stale.unlink(missing_ok=True)
     if world > 1:
         dist.barrier(group=group)
     return path
