@@ -113,3 +113,24 @@ def test_peer_failure_stops_the_other_rank_with_a_clear_error(tmp_path, corpus_f
     last = err.strip().splitlines()[-1]
     assert last.startswith("moeplace: error: rank 0 of 2: stopped during training: another rank died"), last
     assert "Traceback" not in err
+
+
+def test_torchrun_lm_train_then_eval_on_one_process(tmp_path, corpus_file, capsys):
+    """`torchrun --nproc_per_node 2 -m moeplace lm train` works, rank 0 alone prints, `lm eval` reads shards."""
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            *_cli(out, corpus_file, timeout_s=60)]
+    argv[argv.index("1000000")] = "3"
+    done = subprocess.run([*argv, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", MOEPLACE_NO_PROGRESS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    json_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(json_lines) == 1  # rank 1 prints nothing
+    figures = json.loads(json_lines[0])
+    assert figures["step"] == 3
+    assert read_index(out / SHARDED_DIR)["world_size"] == 2
+    from moeplace.cli import main
+
+    assert main(["lm", "eval", str(out), "--max-tokens", "256", "--cache-dir", str(tmp_path / "cache"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
