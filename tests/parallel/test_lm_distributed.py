@@ -116,7 +116,7 @@ def test_peer_failure_stops_the_other_rank_with_a_clear_error(tmp_path, corpus_f
 
 
 def test_torchrun_lm_train_then_eval_on_one_process(tmp_path, corpus_file, capsys):
-    """`torchrun --nproc_per_node 2 -m moeplace lm train` works, rank 0 alone prints, `lm eval` reads shards."""
+    """`torchrun --nproc_per_node 2 -m moeplace lm train` works; rank 0 alone prints; `lm eval` reads it."""
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             *_cli(out, corpus_file, timeout_s=60)]
