@@ -196,3 +196,18 @@ def test_cli_table_json_and_errors(tmp_path, capsys):
     )
     assert rc == 2 and "unknown device 'gpu7'" in capsys.readouterr().err
     assert main(["place", "device", "--model", "nmt2", "--cluster", "nope.yaml"]) == 2
+
+
+def test_seq2seq_policy_is_a_distribution_over_placements():
+    from moeplace.place.device.colocrl import Seq2SeqPlacer
+
+    torch.manual_seed(0)
+    pol = Seq2SeqPlacer(feat_dim=4, num_devices=3, hidden=8)
+    feats = torch.randn(3, 4)
+    every = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    logp, ent = pol.score(feats, every)
+    assert float(logp.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    # sampling step by step follows the teacher-forced probabilities
+    samples = pol.sample(feats, 6000)
+    freq = np.array([(samples == row).all(dim=1).float().mean().item() for row in every])
+    np.testing.assert_allclose(freq, logp.exp().detach().numpy(), atol=0.02)

@@ -20,7 +20,12 @@ from moeplace.utils import progress
 
 
 class Seq2SeqPlacer(nn.Module):
-    """LSTM encoder over group embeddings; attentional LSTM decoder emitting one device per group."""
+    """LSTM encoder over group embeddings; attentional LSTM decoder emitting one device per group.
+
+    The decoder's input at step t is the previous group's device and group t's encoding; its output
+    attends over all encodings. Sampling runs step by step without gradients; `score` re-runs the
+    decoder teacher-forced over the whole sampled sequence at once (same maths, one fused LSTM call).
+    """
 
     def __init__(self, feat_dim: int, num_devices: int, hidden: int = 64) -> None:
         super().__init__()
@@ -28,44 +33,53 @@ class Seq2SeqPlacer(nn.Module):
         self.embed = nn.Linear(feat_dim, hidden)
         self.encoder = nn.LSTM(hidden, hidden, batch_first=True)
         self.device_embed = nn.Embedding(num_devices + 1, hidden)  # last index = start token
-        self.decoder = nn.LSTMCell(2 * hidden, hidden)
+        self.decoder = nn.LSTM(2 * hidden, hidden, batch_first=True)
         self.query = nn.Linear(hidden, hidden)
         self.head = nn.Linear(2 * hidden, num_devices)
 
-    def forward(
-        self, feats: Tensor, batch: int, actions: Tensor | None = None, greedy: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Sample (or score given) placements: returns actions [B,G], log-prob [B], entropy [B]."""
-        enc, _ = self.encoder(self.embed(feats)[None])
-        enc = enc[0]  # [G, H]
+    def encode(self, feats: Tensor) -> Tensor:
+        """Group encodings [G, H]."""
+        return self.encoder(self.embed(feats)[None])[0][0]
+
+    def _logits(self, out: Tensor, enc: Tensor) -> Tensor:
+        """Decoder outputs [..., H] -> device logits [..., D] with attention over the encodings."""
+        weights = torch.softmax(self.query(out) @ enc.T / math.sqrt(enc.shape[1]), dim=-1)
+        return self.head(torch.cat([out, weights @ enc], dim=-1))
+
+    @torch.no_grad()
+    def sample(self, feats: Tensor, batch: int, greedy: bool = False) -> Tensor:
+        """Placements [B, G], decoded one group at a time."""
+        enc = self.encode(feats)
         G, H = enc.shape
-        h = c = enc.new_zeros(batch, H)
         prev = torch.full((batch,), self.num_devices, dtype=torch.long)
-        out, logp, ent = [], enc.new_zeros(batch), enc.new_zeros(batch)
+        state = None
+        out = []
         for t in range(G):
-            x = torch.cat([self.device_embed(prev), enc[t].expand(batch, H)], dim=1)
-            h, c = self.decoder(x, (h, c))
-            weights = torch.softmax(self.query(h) @ enc.T / math.sqrt(H), dim=1)
-            logits = self.head(torch.cat([h, weights @ enc], dim=1))
-            dist = torch.distributions.Categorical(logits=logits)
-            if actions is not None:
-                a = actions[:, t]
-            elif greedy:
-                a = logits.argmax(dim=1)
-            else:
-                a = dist.sample()
-            logp = logp + dist.log_prob(a)
-            ent = ent + dist.entropy()
-            out.append(a)
-            prev = a
-        return torch.stack(out, dim=1), logp, ent
+            x = torch.cat([self.device_embed(prev), enc[t].expand(batch, H)], dim=1)[:, None]
+            h, state = self.decoder(x, state)
+            logits = self._logits(h[:, 0], enc)
+            prev = logits.argmax(dim=1) if greedy else torch.distributions.Categorical(logits=logits).sample()
+            out.append(prev)
+        return torch.stack(out, dim=1)
+
+    def score(self, feats: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-probability [B] and entropy [B] of placements `actions` [B, G] (teacher forced)."""
+        enc = self.encode(feats)
+        B, G = actions.shape
+        start = torch.full((B, 1), self.num_devices, dtype=torch.long)
+        prev = torch.cat([start, actions[:, :-1]], dim=1)
+        x = torch.cat([self.device_embed(prev), enc.expand(B, G, enc.shape[1])], dim=2)
+        logp_all = torch.log_softmax(self._logits(self.decoder(x)[0], enc), dim=-1)  # [B, G, D]
+        logp = logp_all.gather(2, actions[..., None])[..., 0].sum(dim=1)
+        ent = -(logp_all.exp() * logp_all).sum(dim=(1, 2))
+        return logp, ent
 
 
 def train_colocrl(
     problem: DevicePlacementProblem,
     budget_s: float,
     seed: int = 0,
-    batch: int = 16,
+    batch: int = 32,
     lr: float = 3e-3,
     entropy_coef: float = 1e-3,
     baseline_decay: float = 0.9,
@@ -88,7 +102,7 @@ def train_colocrl(
     if init is not None and imitation_steps > 0:
         target = torch.as_tensor(np.asarray(init, dtype=np.int64))[None]
         for _ in range(imitation_steps):
-            _, logp, _ = policy(feats, 1, actions=target)
+            logp, _ = policy.score(feats, target)
             opt.zero_grad()
             (-logp.mean() / problem.num_nodes).backward()
             opt.step()
@@ -98,7 +112,7 @@ def train_colocrl(
     interrupted = False
     try:
         while time.perf_counter() - start < budget_s and (max_iters is None or it < max_iters):
-            actions, logp, ent = policy(feats, batch)
+            actions = policy.sample(feats, batch)
             placements = actions.numpy()
             costs = np.array([problem.cost(p) for p in placements])
             evals += batch
@@ -114,6 +128,7 @@ def train_colocrl(
             )
             adv = torch.as_tensor(reward - baseline, dtype=torch.float32)
             adv = adv / (adv.std() + 1e-8) if batch > 1 else adv
+            logp, ent = policy.score(feats, actions)
             loss = -(adv * logp).mean() - entropy_coef * ent.mean()
             opt.zero_grad()
             loss.backward()

@@ -117,6 +117,9 @@ def run_method(
     else:
         raise InputError(f"--method {name}: unknown method (choose from {', '.join(METHODS)}, all)")
     search_s = time.perf_counter() - start
+    if placement is None:  # the budget ended before a single placement was sampled
+        placement = init if init is not None else HEURISTICS["single"](problem)
+        extra["no_sample"] = True
     res = problem.simulate(placement)
     return MethodResult(
         method=name,

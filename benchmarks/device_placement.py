@@ -1,0 +1,192 @@
+"""Device placement: every benchmark graph x cluster, every method, in one run (simulated step time).
+
+    python benchmarks/device_placement.py                      # the full run (see docs/benchmarks.md)
+    python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-budget 30
+
+Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
+heuristic) and the 2017 seq2seq REINFORCE placer (seeded the same way by 100 imitation steps when
+--rl-imitation, the default), each with its search time. Also measures simulator throughput on a
+1,000-op graph. The last line is JSON with the figures named in the issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from moeplace.place.device.cluster import load_cluster
+from moeplace.place.device.graph import OpGraph
+from moeplace.place.device.methods import HEURISTICS, run_method
+from moeplace.place.device.models import build_benchmark
+from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.place.device.simulator import Simulator
+from moeplace.place.device.trace import trace_graph
+from moeplace.utils import markdown_table, print_json_line, seed_everything
+
+PUBLISHED = {  # relative gains on real hardware (DESIGN.md, "Facts for the device-placement presets")
+    "colocrl_nmt_2gpu_over_expert": 0.235,
+    "colocrl_nmt_4gpu_over_expert": 0.206,
+    "colocrl_inception_4gpu_over_expert": 0.19,
+    "colocrl_rnnlm_over_single": 0.0,
+    "hierarchical_nmt2_over_expert": 0.606,
+    "hierarchical_nmt4_over_expert": 0.537,
+    "hierarchical_inception_over_expert": 0.163,
+    "baechi_heuristics_vs_expert": "within 6.2%",
+}
+
+
+def sim_throughput(seed: int = 0, n: int = 1000, reps: int = 300) -> dict[str, float]:
+    """Simulations per second on a random layered 1,000-op graph over the 5-device K80 preset."""
+    rng = np.random.default_rng(seed)
+    edges = sorted({(int(j), i) for i in range(1, n) for j in rng.integers(max(0, i - 30), i, 2)})
+    g = OpGraph(
+        names=[f"op{i}" for i in range(n)],
+        kinds=["x"] * n,
+        fwd_flops=rng.uniform(1e8, 1e9, n),
+        bwd_flops=rng.uniform(2e8, 2e9, n),
+        out_bytes=rng.uniform(1e5, 1e7, n),
+        param_bytes=rng.uniform(0, 1e7, n),
+        trivial=np.zeros(n, bool),
+        edges=np.array(edges).T,
+        anchor=np.full(n, -1),
+        scope=[""] * n,
+        layer=[""] * n,
+        grouping="op",
+    )
+    sim = Simulator(g, load_cluster("k80x4"))
+    placements = rng.integers(0, 5, (reps, n))
+    sim.step_time(placements[0])  # compile / load the cached kernel
+    wall, cpu = time.perf_counter(), time.process_time()
+    for p in placements:
+        sim.step_time(p)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"ops": n, "edges": len(edges), "sims_per_s_wall": reps / wall, "sims_per_s_cpu": reps / cpu}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--graphs", default="rnnlm,nmt2,nmt4,nmt8,inception,transformer,moe_lstm")
+    ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
+    ap.add_argument("--rl-budget", type=float, default=45.0, help="seconds of RL per graph x cluster")
+    ap.add_argument("--sa-budget", type=float, default=20.0)
+    ap.add_argument("--ppo-budget", type=float, default=10.0)
+    ap.add_argument("--no-rl-imitation", action="store_true", help="RL from scratch (no imitation seed)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    seed_everything(args.seed)
+    torch.set_num_threads(1)
+    throughput = sim_throughput(args.seed)
+    print(
+        f"simulator: {throughput['sims_per_s_wall']:.0f} simulations/s wall, "
+        f"{throughput['sims_per_s_cpu']:.0f}/s per CPU-second on a {throughput['ops']}-op graph"
+    )
+    graphs = {}
+    for name in args.graphs.split(","):
+        m, x = build_benchmark(name)
+        graphs[name] = trace_graph(m, x, name=name)
+    rows, figures = [], {"runs": []}
+    for cname in args.clusters.split(","):
+        cluster = load_cluster(cname)
+        for gname, graph in graphs.items():
+            prob = DevicePlacementProblem(graph, cluster)
+            res = {h: run_method(h, prob, seed=args.seed) for h in HEURISTICS}
+            valid = [r for r in res.values() if r.valid]
+            init = min(valid, key=lambda r: r.step_time).placement if valid else None
+            for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("ppo", args.ppo_budget)):
+                if b > 0:
+                    res[m] = run_method(
+                        m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation
+                    )
+            single, exp = res["single"].step_time, res["expert"].step_time
+            base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
+            best_base = min(base, key=lambda r: r.step_time) if base else None
+            run = {
+                "graph": gname,
+                "cluster": cname,
+                "ops": graph.num_ops,
+                "groups": graph.num_groups,
+                "best_baseline": best_base.method if best_base else None,
+                "best_baseline_ms": best_base.step_time * 1e3 if best_base else None,
+                "methods": {
+                    k: {
+                        "step_ms": r.step_time * 1e3,
+                        "valid": r.valid,
+                        "search_s": r.search_s,
+                        "peak_gb": [round(float(v) / 1e9, 2) for v in r.peak_memory],
+                    }
+                    for k, r in res.items()
+                },
+            }
+            rl = res.get("rl")
+            if rl is not None:
+                run["rl_ge_best_baseline"] = bool(
+                    rl.valid and (best_base is None or rl.step_time <= best_base.step_time * (1 + 1e-9))
+                )
+                run["rl_speedup_over_expert"] = exp / rl.step_time - 1
+                heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
+                best_h = min((r.step_time for r in heur), default=np.inf)
+                run["rl_ge_best_heuristic"] = bool(rl.valid and rl.step_time <= best_h * (1 + 1e-9))
+                if "sa" in res:
+                    run["rl_ge_sa"] = bool(rl.valid and rl.step_time <= res["sa"].step_time * (1 + 1e-9))
+            figures["runs"].append(run)
+            for k, r in res.items():
+                rows.append(
+                    {
+                        "graph": gname,
+                        "cluster": cname,
+                        "method": k,
+                        "step_ms": r.step_time * 1e3,
+                        "vs_single": single / r.step_time,
+                        "vs_expert": exp / r.step_time,
+                        "valid": "valid" if r.valid else "OOM",
+                        "search_s": r.search_s,
+                    }
+                )
+            print(
+                f"{gname} on {cname}: "
+                + ", ".join(
+                    f"{k} {r.step_time * 1e3:.2f}ms{'' if r.valid else ' OOM'}" for k, r in res.items()
+                ),
+                flush=True,
+            )
+    print(markdown_table(rows))
+    runs = figures["runs"]
+    with_rl = [r for r in runs if "rl_ge_best_baseline" in r]
+    nmt4 = next((r for r in runs if r["graph"] == "nmt4" and r["cluster"] == "k80x4"), None)
+    mem = next((r for r in runs if r["graph"] == "moe_lstm" and r["cluster"] == "k80x4"), None)
+    heur_times = [r["methods"][h]["search_s"] for r in runs for h in HEURISTICS]
+    rl_times = [r["methods"]["rl"]["search_s"] for r in with_rl]
+    out = {
+        "rl_ge_best_baseline_count": sum(r["rl_ge_best_baseline"] for r in with_rl),
+        "runs_with_rl": len(with_rl),
+        "rl_ge_best_baseline_misses": [
+            f"{r['graph']}@{r['cluster']}" for r in with_rl if not r["rl_ge_best_baseline"]
+        ],
+        "rl_ge_best_heuristic_count": sum(r["rl_ge_best_heuristic"] for r in with_rl),
+        "rl_ge_sa_count": sum(r.get("rl_ge_sa", False) for r in with_rl),
+        "nmt4_k80x4_rl_speedup_over_expert": nmt4.get("rl_speedup_over_expert") if nmt4 else None,
+        "memory_bound_moe_lstm_k80x4": None
+        if mem is None
+        else {
+            "single_valid": mem["methods"]["single"]["valid"],
+            "rl_valid": mem["methods"].get("rl", {}).get("valid"),
+            "valid_methods": [k for k, v in mem["methods"].items() if v["valid"]],
+        },
+        "max_heuristic_search_s": max(heur_times),
+        "max_rl_search_s": max(rl_times) if rl_times else None,
+        "simulator": throughput,
+        "rl_imitation": not args.no_rl_imitation,
+        "budgets_s": {"rl": args.rl_budget, "sa": args.sa_budget, "ppo": args.ppo_budget},
+        "published": PUBLISHED,
+        "speedup_over_expert": {
+            f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl
+        },
+    }
+    print_json_line(out)
+
+
+if __name__ == "__main__":
+    main()
