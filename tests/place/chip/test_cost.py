@@ -13,7 +13,7 @@ from moeplace.errors import InfeasibleError
 from moeplace.place.chip.congestion import smooth
 from moeplace.place.chip.cost import Grid, ProxyCost
 from moeplace.place.chip.netlist import load_netlist
-from moeplace.place.chip.plc import PlcHeader, load_placement
+from moeplace.place.chip.plc import PlcHeader, load_placement, read_plc, write_plc
 
 ARIANE = CHIP_DIR / "ariane133"
 
@@ -126,6 +126,22 @@ def test_ariane_maps_match_header_pictures(ariane):
                     continue
                 want = 0 if d.strip() == "" else int(d)
                 assert int(value * 10) == want, (title, row, col)
+
+
+def test_write_plc_redraws_the_reference_tools_pictures(ariane, tmp_path):
+    """write_plc(cost=...) draws the four header pictures exactly as the reference tool did."""
+    netlist, header, pc = ariane
+    write_plc(tmp_path / "out.plc", netlist, header, cost=pc)
+    ours = (tmp_path / "out.plc").read_text().splitlines()
+    ref = (ARIANE / "legalized.plc").read_text().splitlines()
+    for title in ("Hard Macro Placements:", "Overall Placement Density:", "Horizontal Routing Congestion:",
+                  "Vertical Routing Congestion:"):
+        a = next(i for i, ln in enumerate(ref) if ln.endswith(title))
+        b = next(i for i, ln in enumerate(ours) if ln.endswith(title))
+        assert [ln.rstrip() for ln in ours[b:b + 26]] == [ln.rstrip() for ln in ref[a:a + 26]], title
+    figures = read_plc(tmp_path / "out.plc")[0].figures
+    assert figures["Wirelength cost"] == 0.0736 and figures["Density cost"] == 0.4988
+    assert figures["Congestion cost"] == 0.7259 and figures["Proxy cost"] == 0.6859
 
 
 def test_sample_clustered_densest_cell_matches_header():

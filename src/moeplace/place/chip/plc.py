@@ -252,21 +252,54 @@ def _canonical_lines(header: PlcHeader, figures: dict[str, float]) -> dict[str, 
     return out
 
 
+def ascii_map(title: str, values: np.ndarray) -> list[str]:
+    """A grid map drawn as Circuit Training's .plc headers draw it: one digit floor(10 x value) per
+    cell ('#' above 1, blank for 0), top row first (lines without the leading '#')."""
+    rows, cols = values.shape
+    rule = "    " + "-" * (2 * cols + 1)
+    out = [f" {title}", "    |" + "".join(f"{c // 10 % 10}|" for c in range(cols)),
+           "    |" + "".join(f"{c % 10}|" for c in range(cols)), rule]
+    for r in range(rows - 1, -1, -1):
+        cells = ["#" if v > 1.0 else (" " if int(v * 10) == 0 else str(int(v * 10))) for v in values[r]]
+        out.append(f"{r:4d}|" + "|".join(cells) + "|")
+    return out + [rule, " "]
+
+
 def write_plc(path: str | Path, netlist: Netlist, header: PlcHeader,
-              figures: dict[str, float] | None = None) -> None:
+              figures: dict[str, float] | None = None, cost=None) -> None:
     """Write the netlist's macro and port positions as a .plc file (atomically), keeping the header's
-    lines and updating its settings and any `figures` given (e.g. {"Wirelength cost": 0.07})."""
+    lines and updating its settings and any `figures` given (e.g. {"Wirelength cost": 0.07}).
+
+    With `cost` (a ProxyCost of this netlist and header) the figures Wirelength, Wirelength cost,
+    Density cost, Congestion cost and Proxy cost of this placement are computed and the header gets
+    the reference tool's four ASCII pictures (hard macros, density, H and V congestion)."""
     figures = dict(figures or {})
+    pictures: list[str] = []
+    if cost is not None:
+        x, y, o = netlist.x, netlist.y, netlist.orient
+        terms = cost.evaluate(x, y, o)
+        figures = {"Wirelength": cost.hpwl(x, y, o), "Wirelength cost": terms.wirelength,
+                   "Density cost": terms.density, "Congestion cost": terms.congestion,
+                   "Proxy cost": terms.proxy, **figures}
+        g = cost.grid
+        h, v = cost.congestion_maps(x, y, o)
+        pictures = (ascii_map("Hard Macro Placements:",
+                              cost.area_map(cost.hard, x, y, o) / (g.cell_width * g.cell_height))
+                    + ascii_map("Overall Placement Density:", cost.density_map(x, y, o))
+                    + ascii_map("Horizontal Routing Congestion:", h)
+                    + ascii_map("Vertical Routing Congestion:", v))
     want = _canonical_lines(header, figures)
     done: set[str] = set()
     lines: list[str] = []
     in_map = False
+    map_at: int | None = None
     for line in header.lines or [" Placement file for Circuit Training"]:
         body = line.strip()
         if body.startswith("node_index"):
             continue
         if body.endswith(_MAP_TITLES):
             in_map = True  # a picture of the old placement: stale once positions change
+            map_at = len(lines) if map_at is None else map_at
             continue
         if in_map and (not body or body[0] in "|-0123456789"):
             continue
@@ -285,6 +318,8 @@ def write_plc(path: str | Path, netlist: Netlist, header: PlcHeader,
         lines.append(line)
     lines += [want[k] for k in want if k not in done]
     lines += [f" Blockage : {' '.join(_fmt(v) for v in b)}" for b in header.blockages]
+    at = len(lines) if map_at is None else map_at
+    lines[at:at] = pictures
     lines.append(" node_index x y orientation fixed")
     out = ["#" + ln if ln.startswith(" ") or not ln else "# " + ln for ln in lines]
     rows = np.flatnonzero(np.isin(netlist.kind, (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO, NodeKind.PORT)))
