@@ -401,3 +401,22 @@ def test_padded_nets_hpwl_equals_per_net_boxes():
     boxes = [np.ptp(px[pins[a:b]]) + np.ptp(py[pins[a:b]]) for a, b in zip(ptr[:-1], ptr[1:])]
     np.testing.assert_allclose(PaddedNets(ptr, pins).hpwl(px, py), boxes, rtol=1e-12)
     np.testing.assert_allclose(hpwl_per_net(px, py, ptr, pins), boxes, rtol=1e-12)
+
+
+def test_incremental_with_smoothing_and_ports_agrees_with_full():
+    d = CHIP_DIR / "circuit_training" / "toy_macro_stdcell"  # smoothing 2, 20 x 10 grid
+    netlist = load_netlist(d / "netlist.pb.txt")
+    header = load_placement(netlist, d / "initial.plc")
+    assert header.smoothing == 2
+    pc = ProxyCost(netlist, header)
+    state = pc.state()
+    rng = np.random.default_rng(4)
+    movable = np.concatenate([netlist.macros, netlist.ports])
+    for _ in range(10):
+        nodes = rng.choice(movable, size=3, replace=False)
+        state.move(nodes, rng.uniform(0, header.width, 3), rng.uniform(0, header.height, 3),
+                   rng.integers(0, 8, 3))
+        state.accept()
+        full = pc.evaluate(state.x, state.y, state.orient)
+        np.testing.assert_allclose(list(state.terms().as_dict().values()), list(full.as_dict().values()),
+                                   rtol=1e-9, atol=1e-12)
