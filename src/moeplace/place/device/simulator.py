@@ -76,7 +76,8 @@ def _heap_pop(ht, hs, he, size):  # noqa: ANN001, ANN202
 @njit(cache=True)
 def _simulate(
     dev,
-    dur,
+    fwd_time,
+    bwd_time,
     alloc,
     out_bytes,
     pred_ptr,
@@ -94,6 +95,10 @@ def _simulate(
     """Run the event loop; fills the timeline arrays, returns (step_time, peak live bytes [D], copies)."""
     n = dev.shape[0]
     D = bw.shape[0]
+    dur = np.empty(2 * n)  # this placement's op times: forward ops, then backward ops
+    for i in range(n):
+        dur[i] = fwd_time[i, dev[i]]
+        dur[n + i] = bwd_time[i, dev[i]]
     cap = 2 * n + 2 * succ_idx.shape[0] + 8
     ht = np.empty(cap)
     hs = np.empty(cap, np.int64)
@@ -297,10 +302,10 @@ class Simulator:
         dev = np.ascontiguousarray(op_device, dtype=np.int64)
         if dev.shape != (self.graph.num_ops,) or dev.min() < 0 or dev.max() >= self.cluster.num_devices:
             raise ValueError("op_device must hold a device index in [0, D) for every op")
-        dur = np.concatenate([self.fwd_time[self._rows, dev], self.bwd_time[self._rows, dev]])
         t, peak, self._ncopy = _simulate(
             dev,
-            dur,
+            self.fwd_time,
+            self.bwd_time,
             self.alloc,
             self.out_bytes,
             self.pred_ptr,
