@@ -5,9 +5,12 @@
 
 CartPole: tuned PPO (moeplace.rl.presets.CARTPOLE_PPO, 8 envs) for 100,000 env steps per seed,
 then 20 greedy evaluation episodes; side by side, for seed 0, CleanRL's default PPO settings
-(4 envs x 128 steps, lr 2.5e-4) and REINFORCE with the same step budget. Grid robot: 10x10 grids
-with 20% walls (random_layout seeds 0..9); one PPO policy trained per layout; its greedy path is
-compared with the breadth-first shortest path and with a random legal walk. The last line is JSON.
+(4 envs x 128 steps, lr 2.5e-4) and REINFORCE with the same step budget. Also reported: the
+first env step at which the mean of the last 20 *training* episodes (sampled actions) reaches 475,
+the measure behind "CleanRL's PPO takes ~500k steps". Grid robot: 10x10 grids
+with 20% walls (random_layout seeds 0..9, resampled until the shortest path has >= 10
+moves); one PPO policy trained per layout; its greedy path is compared with the breadth-first
+shortest path and with a random legal walk. The last line is JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from moeplace.rl.gridworld import GridWorldEnv, greedy_path, random_layout, shor
 from moeplace.utils import markdown_table, print_json_line, seed_everything
 
 CARTPOLE_STEPS = 100_000
-GRID_STEPS = 40_000
+GRID_STEPS = 60_000
+GRID_MIN_PATH = 10
 
 
 def cartpole_run(algo_name: str, hp: dict, n_envs: int, seed: int) -> dict:
@@ -40,7 +44,17 @@ def cartpole_run(algo_name: str, hp: dict, n_envs: int, seed: int) -> dict:
     returns = evaluate(algo, gym.make("CartPole-v1"), n_episodes=20)
     return {"algo": algo_name, "seed": seed, "env_steps": algo.num_timesteps,
             "eval_mean_return": float(np.mean(returns)), "eval_min_return": float(np.min(returns)),
+            "train_steps_to_475": steps_to_train_return(algo.episodes, 475.0),
             "seconds": round(seconds, 1), "steps_per_second": round(algo.num_timesteps / seconds, 1)}
+
+
+def steps_to_train_return(episodes: list[tuple[int, float, int]], target: float) -> int | None:
+    """First env step at which the mean of the last 20 (sampled, not greedy) training episodes >= target."""
+    rets = [r for _, r, _ in episodes]
+    for i in range(19, len(rets)):
+        if np.mean(rets[i - 19:i + 1]) >= target:
+            return episodes[i][0]
+    return None
 
 
 def random_walk_length(layout, seed: int, episodes: int = 20) -> float:
@@ -62,7 +76,7 @@ def random_walk_length(layout, seed: int, episodes: int = 20) -> float:
 def grid_run(seed: int) -> dict:
     """Train PPO on random layout `seed` and compare the greedy path with BFS."""
     seed_everything(seed)
-    layout = random_layout(10, 10, 0.2, seed=seed)
+    layout = random_layout(10, 10, 0.2, seed=seed, min_path_length=GRID_MIN_PATH)
     envs = make_vec_env(lambda: GridWorldEnv(layout), presets.GRID_N_ENVS)
     policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, hidden=presets.GRID_HIDDEN)
     algo = PPO(policy, envs, seed=seed, **presets.GRID_PPO)
@@ -117,9 +131,12 @@ def main() -> None:
         "cartpole_ppo_seeds_solved": solved, "cartpole_ppo_seeds": len(rows),
         "cartpole_ppo_eval_mean_returns": [r["eval_mean_return"] for r in rows],
         "cartpole_env_steps": CARTPOLE_STEPS, "cartpole_ppo_steps_per_second": round(sps, 1),
+        "cartpole_ppo_train_steps_to_475": [r["train_steps_to_475"] for r in rows],
         "cartpole_baselines": {r["algo"]: r["eval_mean_return"] for r in base},
+        "cartpole_baselines_train_steps_to_475": {r["algo"]: r["train_steps_to_475"] for r in base},
         "grid_layouts_equal_bfs": equal, "grid_layouts": len(grid),
         "grid_random_walk_over_bfs": round(walk_ratio, 2), "grid_env_steps_per_layout": GRID_STEPS,
+        "grid_bfs_lengths": [r["bfs"] for r in grid],
     })
 
 

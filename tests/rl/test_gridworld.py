@@ -47,13 +47,18 @@ def test_check_env_passes():
 
 @pytest.mark.parametrize("seed", range(12))
 def test_bfs_matches_dijkstra_and_random_layouts_are_solvable(seed):
-    layout = random_layout(8, 9, 0.3, seed=seed)
+    layout = random_layout(8, 9, 0.3, seed=seed, min_path_length=seed)
     assert layout.walls.sum() == round(0.3 * 72)
     assert not layout.walls[layout.start] and not layout.walls[layout.target]
     path = shortest_path(layout)
     assert path is not None and path[0] == layout.start and path[-1] == layout.target
     assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 and layout.free(b) for a, b in zip(path, path[1:]))
-    assert len(path) - 1 == _reference_distance(layout)
+    assert len(path) - 1 == _reference_distance(layout) >= seed
+
+
+def test_impossible_min_path_is_an_input_error():
+    with pytest.raises(InputError, match="at least 5 moves"):
+        random_layout(2, 2, 0.0, seed=0, min_path_length=5, max_tries=20)
 
 
 def test_unreachable_target():

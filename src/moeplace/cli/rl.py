@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="layout file: '#' wall, 'S' start, 'T' target, '.' free")
     src.add_argument("--size", default=None, help="random grid size: N or NxM (default 10)")
     g.add_argument("--walls", type=float, default=None, help="random grid wall fraction (default 0.2)")
+    g.add_argument("--min-path", type=int, default=None,
+                   help="random grid: resample until the shortest path has at least this many moves "
+                   "(default (rows + cols) / 2)")
     g.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
     g.add_argument("--steps", type=int, default=60_000, help="environment steps to train (default 60000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the layout, network and training")
@@ -90,8 +93,8 @@ def cmd_gridworld(args: argparse.Namespace) -> int:
     from moeplace.utils import print_json_line, seed_everything
 
     _check_steps(args.steps)
-    if args.layout and args.walls is not None:
-        raise InputError("--walls: only for random layouts, not with --layout")
+    if args.layout and (args.walls is not None or args.min_path is not None):
+        raise InputError("--walls/--min-path: only for random layouts, not with --layout")
     seed_everything(args.seed)
     torch.set_num_threads(1)
     if args.layout:
@@ -99,8 +102,9 @@ def cmd_gridworld(args: argparse.Namespace) -> int:
     else:
         rows, cols = _parse_size(args.size)
         wall_fraction = 0.2 if args.walls is None else args.walls
-        layout = random_layout(rows, cols, wall_fraction, seed=args.seed)
-        source = f"random {rows}x{cols}, {wall_fraction:g} walls, seed {args.seed}"
+        min_path = (rows + cols) // 2 if args.min_path is None else args.min_path
+        layout = random_layout(rows, cols, wall_fraction, seed=args.seed, min_path_length=min_path)
+        source = f"random {rows}x{cols}, {wall_fraction:g} walls, seed {args.seed}, path >= {min_path}"
     envs = make_vec_env(lambda: GridWorldEnv(layout), presets.GRID_N_ENVS)
     policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, hidden=presets.GRID_HIDDEN)
     cls, hp = (PPO, presets.GRID_PPO) if args.algo == "ppo" else (REINFORCE, presets.GRID_REINFORCE)

@@ -83,8 +83,9 @@ def shortest_path_length(layout: Layout) -> int | None:
 
 
 def random_layout(rows: int = 10, cols: int = 10, wall_fraction: float = 0.2, seed: int = 0,
-                  max_tries: int = 1000) -> Layout:
-    """A random solvable layout: walls on `wall_fraction` of the cells, start and target distinct."""
+                  min_path_length: int = 0, max_tries: int = 1000) -> Layout:
+    """A random solvable layout: walls on `wall_fraction` of the cells, start and target distinct,
+    resampled until the shortest path has at least `min_path_length` moves."""
     if rows < 1 or cols < 1 or rows * cols < 2:
         raise InputError(f"--size: a grid needs at least 2 cells, got {rows}x{cols}")
     if not 0.0 <= wall_fraction < 1.0:
@@ -98,10 +99,11 @@ def random_layout(rows: int = 10, cols: int = 10, wall_fraction: float = 0.2, se
         walls[order[:n_walls]] = True
         start, target = (divmod(int(i), cols) for i in order[n_walls:n_walls + 2])
         layout = Layout(walls.reshape(rows, cols), start, target)
-        if shortest_path(layout) is not None:
+        path = shortest_path(layout)
+        if path is not None and len(path) - 1 >= min_path_length:
             return layout
-    raise InputError(f"no solvable {rows}x{cols} layout with wall fraction {wall_fraction} "
-                     f"in {max_tries} tries")
+    raise InputError(f"no solvable {rows}x{cols} layout with wall fraction {wall_fraction} and a "
+                     f"shortest path of at least {min_path_length} moves in {max_tries} tries")
 
 
 def parse_layout(text: str, source: str = "<layout>") -> Layout:
