@@ -3,6 +3,7 @@
 Usage:
     .venv/bin/python benchmarks/moe_layer.py                 # the configurations
     .venv/bin/python benchmarks/moe_layer.py --configs 16:2 --reps 5
+    .venv/bin/python benchmarks/moe_layer.py --threads 1          # single-threaded torch
 
 2,048 tokens, d=512, h=1,024, float32, torch's default thread count. All candidates use softmax top-k
 routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import statistics
 import time
 
@@ -163,9 +165,13 @@ def main() -> None:
     ap.add_argument("--baselines-max-experts", type=int, default=256,
                     help="run the loop and one-hot baselines only up to this many experts (memory)")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {args.tokens}, "
-          f"d {args.d_model}, h {args.d_hidden}, float32, reps {args.reps}", flush=True)
+          f"d {args.d_model}, h {args.d_hidden}, float32, reps {args.reps}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     for spec in args.configs.split(","):
         E, k = (int(v) for v in spec.split(":"))
@@ -177,7 +183,8 @@ def main() -> None:
     mem = memory_growth(16, 2, args.d_model, args.d_hidden, [int(t) for t in args.memory_tokens.split(",")])
     print("\nextra activation memory saved for backward beyond the dense FFN (E=16, k=2)")
     print(markdown_table(mem))
-    print_json_line({"timing": rows, "memory": mem})
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print_json_line({"threads": torch.get_num_threads(), "timing": rows, "memory": mem})
 
 
 if __name__ == "__main__":
