@@ -130,3 +130,24 @@ def test_bias_balanced_bias_moves_by_sign_of_load_error_and_gates_ignore_it():
     gates = torch.zeros(T, E)
     gates[:, :2] = s / s.sum(-1, keepdim=True)  # gate values use the affinities, not the bias
     torch.testing.assert_close(y, dense_moe(layer, x, gates), atol=1e-5, rtol=1e-5)
+
+
+def test_softmax_topk_balance_loss_formula():
+    layer = _layer("softmax_topk", aux_loss_weight=0.02).eval()
+    x = torch.randn(T, D)
+    layer(x)
+    probs = torch.softmax(x @ layer.router.w_gate, dim=-1)
+    chosen = topk_mask(probs, K)
+    f = chosen.float().sum(0) / (T * K)  # fraction of assignments per expert
+    torch.testing.assert_close(layer.aux_loss, 0.02 * E * (f * probs.mean(0)).sum())
+
+
+def test_expert_choice_loads_equal_and_unchosen_tokens_counted():
+    layer = _layer("expert_choice", capacity_factor=0.5).eval()
+    x = torch.randn(T, D)
+    layer(x)
+    C = math.ceil(0.5 * T * K / E)
+    assert layer.stats["tokens_per_expert"] == [C] * E
+    probs = torch.softmax(x @ layer.router.w_gate, dim=-1)
+    taken = topk_mask(probs.t(), C).t().any(-1)
+    assert layer.stats["dropped_fraction"] == pytest.approx(1 - taken.float().mean().item())
