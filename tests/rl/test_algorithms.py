@@ -43,18 +43,18 @@ def test_masked_bandit_optimal_arm(cls):
     # The env asserts on an illegal pull, so reaching here also means none was ever sampled.
 
 
-def _chain_algo(cls, seed=0):
+def _chain_algo(cls, seed=0, **kw):
     envs = make_vec_env(lambda: ChainEnv(n=5, trap=0.2), 4)
     if cls is PPO:
         hp = dict(n_steps=16, n_minibatches=2, n_epochs=4, learning_rate=1e-2, gamma=0.95, seed=seed)
     else:
         hp = dict(episodes_per_batch=16, learning_rate=3e-2, gamma=0.95, seed=seed)
-    return cls(_policy(envs, seed), envs, **hp)
+    return cls(_policy(envs, seed), envs, **(hp | kw))
 
 
-@pytest.mark.parametrize("cls", [PPO, REINFORCE])
-def test_chain_mdp_optimal_policy(cls):
-    algo = _chain_algo(cls).learn(6000, progress_bar=False)
+@pytest.mark.parametrize("cls, kw", [(PPO, {}), (REINFORCE, {}), (REINFORCE, {"reward_to_go": True})])
+def test_chain_mdp_optimal_policy(cls, kw):
+    algo = _chain_algo(cls, **kw).learn(6000, progress_bar=False)
     # Optimal: 'right' (1) in every non-terminal state, although 'left' at state 0 pays at once.
     states = np.eye(5, dtype=np.float32)[:4]
     assert algo.predict(states).tolist() == [1, 1, 1, 1]

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random grid: resample until the shortest path has at least this many moves "
                    "(default (rows + cols) / 2)")
     g.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
-    g.add_argument("--steps", type=int, default=60_000, help="environment steps to train (default 60000)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="environment steps to train (default 60000 for ppo, 150000 for reinforce)")
     g.add_argument("--seed", type=int, default=0, help="seed of the layout, network and training")
     g.add_argument("--out", default="runs/gridworld", help="folder for PNGs and the checkpoint")
     g.add_argument("--json", action="store_true", help="print only one JSON line of results")
@@ -92,6 +93,8 @@ def cmd_gridworld(args: argparse.Namespace) -> int:
     from moeplace.rl.plots import plot_grid_path, plot_learning_curve
     from moeplace.utils import print_json_line, seed_everything
 
+    if args.steps is None:
+        args.steps = presets.GRID_STEPS[args.algo]
     _check_steps(args.steps)
     if args.layout and (args.walls is not None or args.min_path is not None):
         raise InputError("--walls/--min-path: only for random layouts, not with --layout")

@@ -18,8 +18,12 @@ CLASSIC_REINFORCE: dict[str, Any] = dict(episodes_per_batch=8, learning_rate=1e-
 # The grid robot, one policy trained per layout.
 GRID_PPO: dict[str, Any] = dict(n_steps=64, n_minibatches=4, n_epochs=4, gamma=0.99, gae_lambda=0.95,
                                 learning_rate=1e-3, anneal_lr=True, ent_coef=0.01)
+# REINFORCE needs rewards-to-go and more steps here (150k reached the BFS length on 2 of 2 layouts
+# tried; with whole-episode returns, or 60k steps, the greedy path often loops).
 GRID_REINFORCE: dict[str, Any] = dict(episodes_per_batch=16, learning_rate=3e-3, gamma=0.99,
-                                      baseline_decay=0.9, normalize_advantage=True, ent_coef=0.01)
+                                      baseline_decay=0.9, normalize_advantage=True, ent_coef=0.01,
+                                      reward_to_go=True)
+GRID_STEPS = {"ppo": 60_000, "reinforce": 150_000}
 GRID_N_ENVS = 8
 GRID_HIDDEN = (128,)
 

@@ -38,8 +38,11 @@ class REINFORCEConfig:
     """Discount of rewards within an episode when forming its return."""
     baseline_decay: float = 0.9
     """Decay of the exponential moving-average baseline (0: the last batch's mean)."""
+    reward_to_go: bool = False
+    """Weight each step's log-probability by the return from that step on, G_t - b, instead of the
+    whole episode's R - b (same expectation, less variance; the paper's setting is False)."""
     normalize_advantage: bool = False
-    """Divide R - b by the batch's standard deviation of R - b."""
+    """Divide the advantages by their standard deviation over the batch."""
     ent_coef: float = 0.0
     """Entropy bonus weight (mean entropy per step)."""
     max_grad_norm: float | None = 1.0
@@ -79,7 +82,7 @@ class REINFORCE(OnPolicyAlgorithm):
         obs_buf, mask_buf, act_buf = [], [], []
         open_steps: list[list[int]] = [[] for _ in range(n_envs)]  # flat indices t * n_envs + i
         open_rewards: list[list[float]] = [[] for _ in range(n_envs)]
-        episodes, returns = [], []
+        episodes, returns, to_go = [], [], []
         steps = 0
         while len(episodes) < cfg.episodes_per_batch and steps < budget:
             obs_t = obs_to_tensor(obs)
@@ -98,9 +101,14 @@ class REINFORCE(OnPolicyAlgorithm):
                 open_rewards[i].append(float(reward[i]))
                 if done[i]:
                     rews = np.asarray(open_rewards[i])
-                    ret = float(np.sum(rews * cfg.gamma ** np.arange(len(rews))))
+                    g = np.zeros(len(rews))
+                    acc = 0.0
+                    for k in range(len(rews) - 1, -1, -1):
+                        acc = rews[k] + cfg.gamma * acc
+                        g[k] = acc
                     episodes.append(np.asarray(open_steps[i]))
-                    returns.append(ret)
+                    returns.append(float(g[0]))
+                    to_go.append(g)
                     self._log_episode(float(rews.sum()), len(rews))
                     open_steps[i], open_rewards[i] = [], []
             real = int((~after_done).sum())
@@ -109,6 +117,7 @@ class REINFORCE(OnPolicyAlgorithm):
             after_done = done.copy() if not same_step else np.zeros(n_envs, dtype=bool)
             mask = action_mask(info, n_envs, n_actions)
         self._last_collect_steps = steps
+        self._to_go = to_go
         if not obs_buf:
             return None, torch.zeros(0), None, [], []
         b_obs = map_obs(stack_obs(obs_buf), lambda x: x.flatten(0, 1))
@@ -134,20 +143,23 @@ class REINFORCE(OnPolicyAlgorithm):
             r = torch.tensor(returns, dtype=torch.float32)
             if self.baseline is None:
                 self.baseline = float(r.mean())
-            adv = r - self.baseline
+            episode_of_step = torch.repeat_interleave(
+                torch.arange(len(episodes)), torch.tensor([len(e) for e in episodes]))
+            if cfg.reward_to_go:  # one advantage per step: G_t - b
+                adv = torch.as_tensor(np.concatenate(self._to_go), dtype=torch.float32) - self.baseline
+            else:  # one advantage per episode, shared by its steps: R - b
+                adv = (r - self.baseline)[episode_of_step]
             if cfg.normalize_advantage and len(r) > 1:
                 adv = adv / (adv.std() + 1e-8)
 
-            # Sum of log-probabilities of each episode's actions, in one forward pass.
+            # Log-probabilities of every step of every episode, in one forward pass; the loss is
+            # -mean over episodes of sum_t advantage_t * log pi(a_t | s_t).
             idx = torch.as_tensor(np.concatenate(episodes), dtype=torch.long)
-            episode_of_step = torch.repeat_interleave(
-                torch.arange(len(episodes)), torch.tensor([len(e) for e in episodes]))
             logits, _ = self.policy(index_obs(b_obs, idx))
             dist = MaskedCategorical(logits, b_mask[idx] if b_mask is not None else None)
             logp = dist.log_prob(b_act[idx])
-            logp_sum = torch.zeros(len(episodes)).index_add(0, episode_of_step, logp)
             entropy = dist.entropy().mean()
-            pg_loss = -(adv * logp_sum).mean()
+            pg_loss = -(adv * logp).sum() / len(episodes)
             loss = pg_loss - cfg.ent_coef * entropy
             self.optimizer.zero_grad()
             loss.backward()
