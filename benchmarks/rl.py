@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python benchmarks/rl.py            # full run (several minutes)
     nice -n 10 .venv/bin/python benchmarks/rl.py --seeds 1 --layouts 2   # a quick look
+    nice -n 10 .venv/bin/python benchmarks/rl.py --workers 2              # runs in 2 processes
 
 CartPole: tuned PPO (moeplace.rl.presets.CARTPOLE_PPO, 8 envs) for 100,000 env steps per seed,
 then 20 greedy evaluation episodes; side by side, for seed 0, CleanRL's default PPO settings
@@ -16,6 +17,7 @@ shortest path and with a random legal walk. The last line is JSON.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 
 import gymnasium as gym
@@ -90,25 +92,39 @@ def grid_run(seed: int) -> dict:
             "env_steps": algo.num_timesteps, "seconds": round(seconds, 1)}
 
 
+def _run_task(task: tuple) -> dict:
+    """One benchmark run in a worker process (one torch thread: the networks are tiny)."""
+    torch.set_num_threads(1)
+    if task[0] == "cartpole":
+        return cartpole_run(*task[1:])
+    return grid_run(task[1])
+
+
 def main() -> None:
     """Run both parts and print tables, ratios and the JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="CartPole seeds for tuned PPO (default 3)")
     ap.add_argument("--layouts", type=int, default=10, help="grid layouts (default 10)")
     ap.add_argument("--no-baselines", action="store_true", help="skip the CartPole baselines")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="runs in parallel processes (steps/s is then per process; default 1)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
 
-    rows = [cartpole_run("ppo_tuned", presets.CARTPOLE_PPO, presets.CARTPOLE_N_ENVS, s)
-            for s in range(args.seeds)]
-    for r in rows:
-        print(f"cartpole {r}", flush=True)
-    base = []
+    tasks: list[tuple] = [("cartpole", "ppo_tuned", presets.CARTPOLE_PPO, presets.CARTPOLE_N_ENVS, s)
+                          for s in range(args.seeds)]
     if not args.no_baselines:
-        base.append(cartpole_run("ppo_cleanrl_defaults", {}, 4, 0))
-        base.append(cartpole_run("reinforce", presets.CLASSIC_REINFORCE, 4, 0))
-        for r in base:
-            print(f"cartpole {r}", flush=True)
+        tasks += [("cartpole", "ppo_cleanrl_defaults", {}, 4, 0),
+                  ("cartpole", "reinforce", presets.CLASSIC_REINFORCE, 4, 0)]
+    tasks += [("grid", s) for s in range(args.layouts)]
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        results = []
+        for task, result in zip(tasks, pool.imap(_run_task, tasks)):
+            print(f"{task[0]} {result}", flush=True)
+            results.append(result)
+    rows = [r for t, r in zip(tasks, results) if t[0] == "cartpole" and t[1] == "ppo_tuned"]
+    base = [r for t, r in zip(tasks, results) if t[0] == "cartpole" and t[1] != "ppo_tuned"]
+    grid = [r for t, r in zip(tasks, results) if t[0] == "grid"]
+
     print("\n## PPO on CartPole-v1, 100k env steps, 20 greedy evaluation episodes\n")
     print(markdown_table(rows + base, floatfmt=".1f"))
     solved = sum(r["eval_mean_return"] >= 475 for r in rows)
@@ -117,10 +133,6 @@ def main() -> None:
         print(f"\ntuned PPO / CleanRL-default PPO eval return (seed 0): "
               f"{rows[0]['eval_mean_return'] / max(base[0]['eval_mean_return'], 1e-9):.2f}x")
 
-    grid = []
-    for s in range(args.layouts):
-        grid.append(grid_run(s))
-        print(f"grid {grid[-1]}", flush=True)
     print("\n## Grid robot 10x10, 20% walls: PPO greedy path vs BFS shortest path (one policy per layout)\n")
     print(markdown_table(grid, floatfmt=".1f"))
     equal = sum(r["equal"] for r in grid)
