@@ -54,3 +54,22 @@ def test_train_save_and_resume(tmp_path, capsys):
                  "--resume", str(ckpt) + ".safetensors", "--json"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert second["env_steps"] == first["env_steps"] + 512
+
+
+def test_ctrl_c_saves_what_was_learned(tmp_path, monkeypatch, capsys):
+    from moeplace.rl import PPO
+
+    real_learn = PPO.learn
+
+    def interrupted_learn(self, total_timesteps, callback=None, progress_bar=True):
+        def stop(algo, stats):
+            if algo.num_timesteps >= 1024:
+                raise KeyboardInterrupt
+        return real_learn(self, total_timesteps, callback=stop, progress_bar=False)
+
+    monkeypatch.setattr(PPO, "learn", interrupted_learn)
+    out = tmp_path / "run"
+    assert main(["rl", "gridworld", "--size", "5", "--out", str(out), "--json"]) == 130
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["interrupted"] and 1024 <= result["env_steps"] < 60_000
+    assert (out / "policy.safetensors").exists() and (out / "gridworld.png").exists()
