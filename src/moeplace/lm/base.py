@@ -87,11 +87,17 @@ class LanguageModel(nn.Module):
         return 0
 
     def init_weights(self, std: float = 0.02) -> None:
-        """Normal(0, std) linear/embedding weights and zero biases, leaving MoE layers to their own init."""
+        """Normal(0, std) linear/embedding weights and zero biases; MoE experts get the same init as the
+        dense FFN they replace (so dense and MoE models start alike); routers keep their own init."""
         skip: set[int] = set()
         for m in self.modules():
             if is_moe(m):
                 skip.update(id(s) for s in m.modules())
+                for name in ("w1", "w2"):
+                    nn.init.normal_(getattr(m.experts, name), mean=0.0, std=std)
+                for name in ("b1", "b2"):
+                    if getattr(m.experts, name, None) is not None:
+                        nn.init.zeros_(getattr(m.experts, name))
         for m in self.modules():
             if id(m) in skip:
                 continue

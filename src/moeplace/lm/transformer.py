@@ -98,7 +98,7 @@ class TransformerLM(LanguageModel):
         self.lm_head.weight = self.wte.weight  # tied input/output embedding
         self.init_weights()
         for name, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
-            if name.endswith("attn.proj.weight") or name.endswith("ffn.proj.weight"):
+            if name.endswith(("attn.proj.weight", "ffn.proj.weight", "ffn.experts.w2")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
