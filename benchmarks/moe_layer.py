@@ -149,7 +149,7 @@ def memory_growth(E: int, k: int, d: int, h: int, tokens: list[int]) -> list[dic
         x = torch.randn(T, d, requires_grad=True)
         base = saved_bytes(dense, x)
         row = {"tokens": T, "moeplace_extra_MB": (saved_bytes(ours, x) - base) / 2**20}
-        row["onehot_extra_MB"] = (saved_bytes(onehot, x) - base) / 2**20 if T <= 4096 else float("nan")
+        row["onehot_extra_MB"] = (saved_bytes(onehot, x) - base) / 2**20 if T <= 4096 else None
         rows.append(row)
     return rows
 
