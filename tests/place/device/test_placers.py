@@ -211,3 +211,17 @@ def test_seq2seq_policy_is_a_distribution_over_placements():
     samples = pol.sample(feats, 6000)
     freq = np.array([(samples == row).all(dim=1).float().mean().item() for row in every])
     np.testing.assert_allclose(freq, logp.exp().detach().numpy(), atol=0.02)
+
+
+def test_cli_model_from_module_attr(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodels.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "def tiny():\n    m = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))\n"
+        "    return m, (torch.randn(4, 8),)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rc = main(["place", "device", "--model", "mymodels:tiny", "--method", "single,round_robin", "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["graph"]["ops"] == 5  # input, linear, relu, linear, output
+    assert main(["place", "device", "--model", "mymodels:nothing"]) == 2
