@@ -156,3 +156,17 @@ def test_noisy_default_layer_reference_in_eval():
     x = torch.randn(9, D)
     gates = keep_top_k_softmax(x @ layer.router.w_gate, K)
     torch.testing.assert_close(layer(x), dense_moe(layer, x, gates), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("num_experts", "k"), [(1, 1), (4096, 8)])
+def test_extreme_sizes_match_dense_reference(num_experts, k):
+    torch.manual_seed(0)
+    layer = MoE(4, 4, num_experts, k, router="softmax_topk").eval()
+    x = torch.randn(64, 4)
+    probs = torch.softmax(x @ layer.router.w_gate, -1)
+    kept = torch.where(topk_mask(probs, k), probs, torch.zeros_like(probs))
+    gates = kept / kept.sum(-1, keepdim=True)
+    y = layer(x)
+    torch.testing.assert_close(y, dense_moe(layer, x, gates), atol=1e-5, rtol=1e-5)
+    y.sum().backward()
+    assert layer.experts.w1.grad.shape == (num_experts, 4, 4)
