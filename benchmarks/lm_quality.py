@@ -66,11 +66,35 @@ def final_load(model: torch.nn.Module, corpus, batch_size: int, block_size: int,
     from moeplace.moe import moe_stats
 
     model.train()
+    torch.manual_seed(seed)  # the routing noise
     x, _ = get_batch(corpus.train, batch_size, block_size, seed + 1, 10**9)
     model(x)
     stats = moe_stats(model)
-    return {"cv_load": max(s["cv_load"] for s in stats),
-            "max_over_mean_load": max(s["max_over_mean_load"] for s in stats), "tokens": x.numel()}
+    return {"cv_load": round(max(s["cv_load"] for s in stats), 4),
+            "max_over_mean_load": round(max(s["max_over_mean_load"] for s in stats), 4), "tokens": x.numel()}
+
+
+def balance(out: Path, corpus, families: list[str], batch_size: int, seed: int) -> dict[str, list[dict]]:
+    """Figure 3 again from saved runs: load statistics of every trained MoE model on a large batch."""
+    from moeplace.lm.train import load_for_inference
+
+    result = {}
+    for family in families:
+        rows = []
+        for ckpt in sorted((out / family).glob("*/ckpt.safetensors")):
+            model, state = load_for_inference(ckpt)
+            if not state["config"]["model"]["num_experts"]:
+                continue
+            e = state["config"]["model"]["num_experts"]
+            load = final_load(model, corpus, batch_size, 64, seed)
+            # a perfectly balanced router still shows multinomial noise: CV ~ sqrt(E / (k * tokens))
+            rows.append({"model": ckpt.parent.name, "experts": e, **load,
+                         "noise_floor_cv": round((e / (2 * load["tokens"])) ** 0.5, 4)})
+        rows.sort(key=lambda r: r["experts"])
+        print(f"\n{family}: load balance at the end of training ({batch_size * 64:,}-token batch, "
+              "noisy routing as in training)\n" + markdown_table(rows), flush=True)
+        result[family] = rows
+    return result
 
 
 def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_size: int, d_model: int,
@@ -100,7 +124,8 @@ def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_
 def main() -> None:
     """Run the chosen parts and print one JSON line with all figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["all", "anchor", "trend"], default="all")
+    ap.add_argument("--part", choices=["all", "anchor", "trend", "balance"], default="all")
+    ap.add_argument("--balance-batch", type=int, default=1024, help="sequences in the load-statistics batch")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every run (same for all)")
     ap.add_argument("--experts", default="0,4,16,64,256")
     ap.add_argument("--families", default="lstm,transformer")
@@ -119,15 +144,18 @@ def main() -> None:
     if args.part in ("all", "trend"):
         experts = [int(e) for e in args.experts.split(",")]
         for family in args.families.split(","):
-            rows, balance = trend(corpus, args.out / "trend", family, experts, args.trend_steps,
+            rows, bal = trend(corpus, args.out / "trend", family, experts, args.trend_steps,
                                   args.trend_batch, args.d_model, args.d_expert, args.seed)
             dense = next(r for r in rows if r["experts"] == 0)
             figures[f"{family}_trend"] = rows
-            figures[f"{family}_balance"] = balance
+            figures[f"{family}_balance"] = bal
             for r in rows:
                 if r["experts"]:
                     gain = dense["val_loss"] - r["val_loss"]
                     figures[f"{family}_gain_{r['experts']}_experts"] = round(gain, 4)
+    if args.part in ("all", "balance"):
+        figures["balance"] = balance(args.out / "trend", corpus, args.families.split(","), args.balance_batch,
+                                     args.seed)
     print_json_line(figures)
 
 
