@@ -4,7 +4,7 @@
     python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-budget 30
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
-heuristic) and the 2017 seq2seq REINFORCE placer (seeded the same way by 100 imitation steps when
+heuristic) and the 2017 seq2seq REINFORCE placer (seeded the same way by up to 500 imitation steps when
 --rl-imitation, the default), each with its search time. Also measures simulator throughput on a
 1,000-op graph. The last line is JSON with the figures named in the issue.
 """

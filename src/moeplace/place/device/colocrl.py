@@ -91,7 +91,8 @@ def train_colocrl(
 ) -> dict:
     """REINFORCE on the seq2seq placer within `budget_s` seconds; returns the best placement found.
 
-    With `init` and `imitation_steps` > 0 the policy is first fitted (cross-entropy) to `init`, a
+    With `init` and `imitation_steps` > 0 the policy is first fitted (cross-entropy, at most that
+    many steps, until it gives `init` probability >= 1/2) to `init`, a
     heuristic's placement, so the search starts near it (reported as such; off by default).
     """
     torch.manual_seed(seed)
@@ -101,8 +102,10 @@ def train_colocrl(
     start = time.perf_counter()
     if init is not None and imitation_steps > 0:
         target = torch.as_tensor(np.asarray(init, dtype=np.int64))[None]
-        for _ in range(imitation_steps):
+        for _ in range(imitation_steps):  # until the whole placement has probability >= 1/2
             logp, _ = policy.score(feats, target)
+            if float(logp.detach()) >= math.log(0.5):
+                break
             opt.zero_grad()
             (-logp.mean() / problem.num_nodes).backward()
             opt.step()

@@ -108,7 +108,7 @@ def run_method(
     elif name == "rl":
         from moeplace.place.device.colocrl import train_colocrl
 
-        r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=100 if rl_imitation else 0)
+        r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0)
         placement, evals = r["placement"], r["evaluations"]
         extra = {"iterations": r["iterations"], "imitation": bool(rl_imitation and init is not None)}
     elif name == "ppo":
