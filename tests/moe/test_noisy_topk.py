@@ -1,10 +1,10 @@
 """Noisy top-k gating pieces against a direct transcription of the paper's equations (Shazeer et al. 2017)."""
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from moeplace.moe import MoE, NoisyTopKRouter, cv_squared
 
@@ -23,7 +23,7 @@ def _router() -> NoisyTopKRouter:
 
 
 def paper(x: np.ndarray, wg: np.ndarray, wn: np.ndarray, noise: np.ndarray, k: int):
-    """Eqs. 3-5, appendix A, written loop by loop with numpy/scipy: H, G, P, Importance, Load, loss."""
+    """Eqs. 3-5 and appendix A written loop by loop: H, G, P, Importance, Load and the loss."""
     softplus = lambda v: math.log1p(math.exp(v))  # noqa: E731
     n_tok, n_exp = x.shape[0], wg.shape[1]
     clean, H = x @ wg, np.zeros((n_tok, n_exp))
@@ -38,7 +38,7 @@ def paper(x: np.ndarray, wg: np.ndarray, wn: np.ndarray, noise: np.ndarray, k: i
         for i in range(n_exp):
             others = sorted((H[t, j] for j in range(n_exp) if j != i), reverse=True)
             kth_excluding = others[k - 1]
-            P[t, i] = norm.cdf((clean[t, i] - kth_excluding) / softplus((x[t] @ wn)[i]))
+            P[t, i] = NormalDist().cdf((clean[t, i] - kth_excluding) / softplus((x[t] @ wn)[i]))
     importance, load = G.sum(0), P.sum(0)
     cv2 = lambda v: v.var() / v.mean() ** 2  # noqa: E731
     return H, G, P, importance, load, 0.1 * cv2(importance) + 0.1 * cv2(load)
