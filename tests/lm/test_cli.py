@@ -91,3 +91,17 @@ def test_compare_writes_table_csv_and_plots(text_file, tmp_path, capsys):
     for name in ("compare.md", "val_loss_vs_step.png", "loss_vs_experts.png"):
         assert (out_dir / name).stat().st_size > 0
     assert len(json.loads(out.strip().splitlines()[-1])["rows"]) == 2
+
+
+def test_no_arguments_give_the_demo_preset_and_flags_override():
+    from moeplace.cli import build_parser
+    from moeplace.cli.lm import build_config
+    from moeplace.lm.presets import demo
+
+    cfg = build_config(build_parser().parse_args(["lm", "train"]), 66)
+    assert cfg == demo(66) and cfg.time_budget == 155.0 and cfg.model.num_experts > 0
+    parse = build_parser().parse_args
+    args = parse(["lm", "train", "--time-budget", "3m", "--num-experts", "16", "--lr", "1e-3"])
+    cfg = build_config(args, 66)
+    assert cfg.time_budget == 180.0 and cfg.model.num_experts == 16 and cfg.lr == 1e-3
+    assert build_config(parse(["lm", "train", "--time-budget", "0"]), 66).time_budget is None

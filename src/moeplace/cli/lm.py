@@ -17,11 +17,11 @@ _TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_dec
                 "eval_interval", "eval_tokens", "seed")
 
 
-def parse_duration(text: str) -> float | None:
-    """'165', '165s', '3m', '1.5h' -> seconds; '0' or 'none' -> None (no time budget)."""
+def parse_duration(text: str) -> float:
+    """'165', '165s', '3m', '1.5h' -> seconds; '0', 'none' or 'off' -> 0.0 (no time budget)."""
     t = text.strip().lower()
     if t in ("0", "none", "off"):
-        return None
+        return 0.0
     m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smh]?)", t)
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 165s, 3m)")
@@ -70,7 +70,7 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay")
     t.add_argument("--warmup", type=float, help="fraction of the run spent in linear warm-up")
     t.add_argument("--max-steps", type=int, help="step budget")
-    t.add_argument("--time-budget", type=parse_duration, default="keep",
+    t.add_argument("--time-budget", type=parse_duration, default=None,
                    help="wall-time budget, e.g. 165s or 3m (0 = none); the LR schedule spans it")
     t.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     t.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0 = off)")
@@ -104,8 +104,8 @@ def build_config(args: argparse.Namespace, vocab_size: int):
     if args.capacity_factor is not None:
         m["moe_kwargs"]["capacity_factor"] = args.capacity_factor
     kw = {f: getattr(args, f) for f in _TRAIN_FLAGS if getattr(args, f, None) is not None}
-    if args.time_budget != "keep":
-        kw["time_budget"] = args.time_budget
+    if args.time_budget is not None:
+        kw["time_budget"] = args.time_budget or None
     return dataclasses.replace(cfg, model=type(cfg.model)(**m), **kw)
 
 
@@ -117,6 +117,17 @@ def _load_corpus(args: argparse.Namespace, out: Path | None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train on one process, or on many under torchrun (expert-parallel MoE, data-parallel rest)."""
+    from moeplace.lm import distributed as dist_rt
+
+    ctx = dist_rt.setup(args.dist_timeout)  # joins torchrun's process group; a no-op otherwise
+    with dist_rt.guard(ctx):  # a dead or hung rank -> one-line DistributedError on the others
+        code = _train(args)
+    dist_rt.shutdown(ctx)
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
     """Train (or --resume) a language model, then print validation loss, perplexity and a sample."""
     import torch
 
@@ -225,6 +236,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue exactly from the run folder's checkpoint")
     p.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end")
     p.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
+    p.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="under torchrun: seconds a rank waits for a dead or hung peer before stopping")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="loss and perplexity of a checkpoint")

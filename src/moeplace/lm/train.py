@@ -22,6 +22,7 @@ import torch
 
 from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from moeplace.errors import CheckpointError, InputError
+from moeplace.lm import distributed as dist_rt
 from moeplace.lm.data import Corpus, check_context, eval_windows, get_batch
 from moeplace.lm.models import ModelConfig, build_model, config_from_dict, config_to_dict, describe
 from moeplace.moe import aux_loss, moe_stats
@@ -170,6 +171,8 @@ def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, c
 def load_for_inference(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Model (eval mode) and checkpoint state from a run folder or checkpoint file."""
     p = Path(path)
+    if dist_rt.find_sharded(p, CKPT_NAME) is not None:  # written by a torchrun (expert-parallel) run
+        return dist_rt.load_sharded_for_inference(dist_rt.find_sharded(p, CKPT_NAME))
     if p.is_dir():
         p = p / CKPT_NAME
     state = load_checkpoint(p)
@@ -197,10 +200,17 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
     check_context(corpus, cfg.block_size)
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
+    ctx = dist_rt.context()  # torchrun: expert-parallel MoE layers, data-parallel rest (lm/distributed.py)
+    model = dist_rt.parallelize(model, ctx)
     optimizer = make_optimizer(model, cfg)
     step, elapsed0 = 0, 0.0
     ckpt = out / CKPT_NAME
-    if resume:
+    if resume and (ctx.distributed or dist_rt.sharded_checkpoint(out, CKPT_NAME)):
+        state = dist_rt.load_train_checkpoint(out, model, optimizer, ctx, config_to_dict(cfg.model),
+                                              CKPT_NAME)  # any world size, sharded or single file
+        torch.set_rng_state(state["rng"]["torch"])
+        step, elapsed0 = int(state["step"]), float(state["elapsed"])
+    elif resume:
         state = load_checkpoint(ckpt)
         saved = state.get("config", {}).get("model")
         if saved is not None and saved != config_to_dict(cfg.model):
@@ -214,9 +224,9 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         step, elapsed0 = int(state["step"]), float(state["elapsed"])
     if write_files:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and (out / "metrics.jsonl").exists():
+        if not resume and ctx.is_main and (out / "metrics.jsonl").exists():
             (out / "metrics.jsonl").unlink()
-    log = MetricsLog(out, enabled=write_files)
+    log = MetricsLog(out, enabled=write_files and ctx.is_main)
     tokens_per_step = cfg.batch_size * cfg.block_size
     model.train()
 
@@ -227,7 +237,10 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         return frac
 
     def save(s: int, secs: float) -> None:
-        if write_files:
+        if write_files and ctx.distributed:
+            dist_rt.save_train_checkpoint(out, checkpoint_state(model, optimizer, cfg, s, secs, corpus),
+                                          model, optimizer, ctx)
+        elif write_files:
             save_checkpoint(ckpt, checkpoint_state(model, optimizer, cfg, s, secs, corpus))
 
     if show_progress:
@@ -245,24 +258,24 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
     loss_f = float("nan")
     train_moe: list[dict] = []
     try:
-        while progress_frac(step, elapsed0 + time.perf_counter() - t0) < 1.0:
-            elapsed = elapsed0 + time.perf_counter() - t0
+        while progress_frac(step, dist_rt.agree_time(elapsed0 + time.perf_counter() - t0, ctx)) < 1.0:
+            elapsed = dist_rt.agree_time(elapsed0 + time.perf_counter() - t0, ctx)  # same on every rank
             lr = lr_at(progress_frac(step, elapsed), cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = get_batch(corpus.train, cfg.batch_size, cfg.block_size, cfg.seed, step)
+            x, y = dist_rt.local_batch(x, y, ctx)  # rows [rank::world] under torchrun
             _, loss = model(x, y)
             aux = aux_loss(model)
             if (step + 1) % cfg.log_interval == 0:
                 train_moe = moe_summary(model)  # load statistics of a training batch
             optimizer.zero_grad(set_to_none=True)
             (loss + aux).backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            dist_rt.reduce_gradients(model, ctx, cfg.grad_clip)  # (all-reduce under torchrun) + clip
             optimizer.step()
             step += 1
-            loss_f = loss.item()
-            record = {"step": step, "loss": loss_f, "aux_loss": float(aux.detach()), "lr": lr}
+            loss_f = dist_rt.global_mean(loss, ctx)  # mean over ranks = the global-batch loss
+            record = {"step": step, "loss": loss_f, "aux_loss": dist_rt.global_mean(aux, ctx), "lr": lr}
             if step % cfg.log_interval == 0:
                 now = time.perf_counter()
                 record["tok_per_s"] = tokens_per_step * (step - last_step) / max(1e-9, now - last_t)
@@ -288,7 +301,8 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
     save(step, elapsed)
     result: dict[str, Any] = {"step": step, "tokens": step * tokens_per_step, "train_seconds": elapsed,
                               "train_loss": loss_f, "interrupted": interrupted,
-                              "params": model.num_params(), "flops_per_token": model.active_flops_per_token()}
+                              "params": dist_rt.num_params(model, ctx),  # all ranks' experts counted
+                              "flops_per_token": model.active_flops_per_token()}
     if not interrupted:
         val_loss = evaluate(model, corpus.valid, cfg.block_size, max_tokens=None)
         result.update(val_loss=val_loss, val_ppl=math.exp(val_loss), moe=train_moe)
