@@ -23,12 +23,6 @@ from moeplace.lm.distributed import SHARDED_DIR  # noqa: E402
 from moeplace.moe.parallel import read_index  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-import moeplace.lm.train  # noqa: E402
-
-# TEMPORARY until the torchrun seams are hooked into lm/train.py (allowed from 11:00 UTC).
-pytestmark = pytest.mark.skipif(
-    not hasattr(moeplace.lm.train, "dist_rt") and "MOEPLACE_TRAIN_MODULE" not in os.environ,
-    reason="LM loop not hooked yet")
 LM_WORKER = str(HERE / "_lm_worker.py")
 TEXT = Path(__file__).resolve().parents[2] / "src" / "moeplace" / "data" / "tinyshakespeare" / "input.txt"
 
