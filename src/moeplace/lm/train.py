@@ -26,7 +26,7 @@ from moeplace.lm import distributed as dist_rt
 from moeplace.lm.data import Corpus, check_context, eval_windows, get_batch
 from moeplace.lm.models import ModelConfig, build_model, config_from_dict, config_to_dict, describe
 from moeplace.moe import aux_loss, moe_stats
-from moeplace.utils import progress, seed_everything
+from moeplace.utils import atomic_write_text, progress, seed_everything
 
 CKPT_NAME = "ckpt.safetensors"
 
@@ -152,6 +152,15 @@ class MetricsLog:
             self.tb.close()
 
 
+def _restart_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics records up to `step` (none for a fresh run), so a resumed log has no repeats."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if step and line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
 def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
                      elapsed: float, corpus: Corpus, extra: dict | None = None) -> dict[str, Any]:
     """Everything --resume needs: weights, optimizer, RNG, step (= data position), config, vocabulary."""
@@ -224,8 +233,8 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         step, elapsed0 = int(state["step"]), float(state["elapsed"])
     if write_files:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume and ctx.is_main and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()
+        if ctx.is_main:
+            _restart_metrics(out / "metrics.jsonl", step if resume else 0)
     log = MetricsLog(out, enabled=write_files and ctx.is_main)
     tokens_per_step = cfg.batch_size * cfg.block_size
     model.train()
