@@ -141,7 +141,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = build_config(args, corpus.vocab_size)
     res = train(cfg, corpus, out, resume=args.resume)
     model = res.pop("model")
-    print(describe(model))
+    # under torchrun describe() sees this rank's experts only; res["params"] counts every rank's
+    print(describe(model).replace(f"{model.num_params() / 1e6:.2f}M", f"{res['params'] / 1e6:.2f}M", 1))
     if res["interrupted"]:
         print(f"interrupted at step {res['step']}; checkpoint saved in {out} (continue with --resume)",
               file=sys.stderr)
