@@ -55,3 +55,20 @@ def test_chip_annealer_is_deterministic_with_an_evaluation_budget() -> None:
                     progress=False)
     np.testing.assert_array_equal(a.placement, b.placement)
     assert a.cost == b.cost
+
+
+@pytest.mark.slow
+def test_annealing_beats_the_ariane133_reference_placement() -> None:
+    from moeplace.place.chip.cost import ProxyCost
+
+    path = CHIP_DIR / "ariane133"
+    netlist = load_netlist(path / "netlist.pb.txt.gz")
+    header = load_placement(netlist, path / "legalized.plc")
+    reference = ProxyCost(netlist, header).evaluate().proxy
+    problem = ChipProblem(netlist, header, orientations=True, soft="fixed")
+    result = anneal_chip(problem, max_evals=3000, rounds=6, seed=0, progress=False)
+    assert problem.is_legal(result.placement)
+    placed = problem.to_netlist(result.placement)
+    # the returned cost is the exact (full, non-incremental) proxy cost of the returned placement
+    assert ProxyCost(placed, header).evaluate().proxy == pytest.approx(result.cost, abs=1e-9)
+    assert result.cost < reference
