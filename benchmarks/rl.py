@@ -125,7 +125,7 @@ def main() -> None:
     base = [r for t, r in zip(tasks, results) if t[0] == "cartpole" and t[1] != "ppo_tuned"]
     grid = [r for t, r in zip(tasks, results) if t[0] == "grid"]
 
-    print("\n## PPO on CartPole-v1, 100k env steps, 20 greedy evaluation episodes\n")
+    print("\nPPO on CartPole-v1, 100k env steps, 20 greedy evaluation episodes:\n")
     print(markdown_table(rows + base, floatfmt=".1f"))
     solved = sum(r["eval_mean_return"] >= 475 for r in rows)
     sps = float(np.mean([r["steps_per_second"] for r in rows]))
@@ -133,7 +133,7 @@ def main() -> None:
         print(f"\ntuned PPO / CleanRL-default PPO eval return (seed 0): "
               f"{rows[0]['eval_mean_return'] / max(base[0]['eval_mean_return'], 1e-9):.2f}x")
 
-    print("\n## Grid robot 10x10, 20% walls: PPO greedy path vs BFS shortest path (one policy per layout)\n")
+    print("\nGrid robot 10x10, 20% walls: PPO greedy path vs BFS shortest path (one policy per layout):\n")
     print(markdown_table(grid, floatfmt=".1f"))
     equal = sum(r["equal"] for r in grid)
     walk_ratio = float(np.mean([r["random_walk"] / r["bfs"] for r in grid]))
