@@ -72,3 +72,21 @@ def test_annealing_beats_the_ariane133_reference_placement() -> None:
     # the returned cost is the exact (full, non-incremental) proxy cost of the returned placement
     assert ProxyCost(placed, header).evaluate().proxy == pytest.approx(result.cost, abs=1e-9)
     assert result.cost < reference
+
+
+def test_chip_annealer_stops_on_ctrl_c_and_keeps_the_best() -> None:
+    problem = tiny(20, 10, soft="fixed", orientations=True)
+    calls = {"n": 0}
+    real_cost = problem.cost
+
+    def cost(placement: np.ndarray) -> float:
+        calls["n"] += 1
+        if calls["n"] == 150:
+            raise KeyboardInterrupt
+        return real_cost(placement)
+
+    problem.cost = cost  # type: ignore[method-assign]
+    result = anneal_chip(problem, max_evals=10_000, rounds=4, seed=0, progress=False)
+    assert result.interrupted and calls["n"] == 150
+    assert problem.is_legal(result.placement)
+    assert result.cost == pytest.approx(real_cost(result.placement))

@@ -84,6 +84,7 @@ def anneal_chip(problem: ChipProblem, *, budget_s: float | None = None, max_eval
                                       t0=t0 * (t_end / t0) ** min(f0, 1.0),
                                       t_end=t0 * (t_end / t0) ** min(f1, 1.0), progress=False)
             current = res.placement  # continue from the round's best
+            interrupted = interrupted or res.interrupted  # Ctrl-C inside the round: finish it, stop
             before = (problem.soft_x.copy(), problem.soft_y.copy())
             terms_before = problem.terms(current)
             problem.refresh_soft(current, fd_iterations)
@@ -98,6 +99,8 @@ def anneal_chip(problem: ChipProblem, *, budget_s: float | None = None, max_eval
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(best=f"{best_terms['proxy']:.4f}", evals=problem.evaluations - evals0)
+            if interrupted:
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
