@@ -4,8 +4,9 @@ Circuit Training places the soft macros after the last hard macro with a force-d
 springs along nets pull connected pins together, overlapping macros push each other apart. Ours
 is vectorised numpy: each iteration (1) moves every soft macro part of the way towards the
 weighted mean of the centroids of its nets (the minimiser of a star-model quadratic wirelength),
-(2) resolves overlaps with hard macros and other soft macros by pushing along the axis of least
-penetration, and (3) clamps to the canvas. Hard macros, their pins and ports do not move.
+(2) spreads them down the gradient of the blurred overflow of a bin density map (hard and soft
+macros counted), (3) pushes them out of the hard macros they overlap along the axis of least
+penetration, and clamps them to the canvas. Hard macros, their pins and ports do not move.
 """
 
 from __future__ import annotations
