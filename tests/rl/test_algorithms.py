@@ -156,3 +156,11 @@ def test_callback_can_stop_and_sees_diagnostics():
     assert len(seen) == 3 and len(algo.history) == 3
     for key in ("approx_kl", "clipfrac", "explained_variance", "entropy", "steps_per_second"):
         assert key in seen[-1]
+
+
+def test_reinforce_with_next_step_autoreset_sees_whole_episodes():
+    envs = SyncVectorEnv([lambda: ConstantRewardEnv(limit=3)] * 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    algo = REINFORCE(_policy(envs), envs, episodes_per_batch=4, seed=0)
+    algo.learn(60, progress_bar=False)
+    assert algo.episodes and {(ret, length) for _, ret, length in algo.episodes} == {(3.0, 3)}
+    assert algo.num_timesteps == 3 * len(algo.episodes)  # reset-only steps are not counted
