@@ -188,6 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from moeplace.lm.train import evaluate, load_for_inference
     from moeplace.utils import print_json_line
 
+    set_threads(args.threads)
     model, state = load_for_inference(args.checkpoint)
     args.need_data = True
     corpus = _checkpoint_corpus(state, args)
@@ -206,6 +207,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from moeplace.errors import InputError
     from moeplace.lm.train import load_for_inference
 
+    set_threads(args.threads)
     model, state = load_for_inference(args.checkpoint)
     corpus = _checkpoint_corpus(state, args)
     ids = corpus.encode(args.prompt) if args.prompt else corpus.encode("\n")[:1]
@@ -247,6 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "valid", "test"], default="valid")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate on at most this many tokens")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -257,6 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.set_defaults(func=cmd_sample, corpus=None)
 
     p = sub.add_parser("compare", help="dense vs MoE with growing expert counts at equal active compute")
