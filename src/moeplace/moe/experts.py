@@ -4,6 +4,11 @@ The expert matmuls go through `GroupedLinear`, a custom autograd function that l
 experts' contiguous row segments with plain matmuls and, in backward, writes each expert's weight gradient
 into one preallocated [E, in, out] buffer. Slicing a stacked weight per expert under autograd instead makes
 every slice's backward materialise a full-size [E, in, out] gradient (measured 10x slower backward).
+
+On CPU the [E, in, out] weight gradient is the largest fresh allocation of a training step (512 MB per
+matrix at E=256, d=512, h=1,024), and torch's CPU allocator returns it to the OS when the optimiser sets
+grads to None, so every step page-faults it in again (measured ~0.6 s per matrix here, more than its
+matmuls). `GradBuffer` keeps that memory and reuses it once nothing else holds it.
 """
 
 from __future__ import annotations
@@ -34,11 +39,49 @@ def _segments(counts: Sequence[int]) -> list[tuple[int, int, int]]:
     return out
 
 
+def _storage_use_count(storage: torch.UntypedStorage) -> int:
+    """How many tensors/storage handles share this memory (torch-internal counter; 0 when unavailable)."""
+    counter = getattr(torch._C, "_storage_Use_Count", None)
+    return int(counter(storage._cdata)) if counter is not None else 0
+
+
+class GradBuffer:
+    """Memory for one stacked weight's gradient, reused across steps once no tensor refers to it any more.
+
+    Only on CPU (CUDA's caching allocator already reuses memory). The buffer is handed out only when this
+    object holds the sole reference, so a gradient still held anywhere (p.grad, an optimiser, user code) is
+    never overwritten. Costs: the memory of one gradient stays allocated between steps; copies of a model
+    (deepcopy, pickling) start with an empty buffer.
+    """
+
+    def __init__(self) -> None:
+        self.storage: torch.UntypedStorage | None = None
+
+    def empty(self, like: Tensor) -> Tensor:
+        """An uninitialised contiguous tensor shaped like `like` (reusing the kept memory when free)."""
+        if like.device.type != "cpu":
+            return like.new_empty(like.shape)
+        nbytes = like.numel() * like.element_size()
+        s = self.storage
+        if s is not None and s.nbytes() == nbytes and s.device == like.device and _storage_use_count(s) == 1:
+            return like.new_empty(0).set_(s, 0, like.shape)
+        out = like.new_empty(like.shape)
+        self.storage = out.untyped_storage() if _storage_use_count(out.untyped_storage()) else None
+        return out
+
+    def __deepcopy__(self, memo: dict) -> GradBuffer:
+        return GradBuffer()
+
+    def __getstate__(self) -> dict:
+        return {"storage": None}
+
+
 class GroupedLinear(torch.autograd.Function):
     """y[rows of expert e] = x[rows of e] @ weight[e] + bias[e], for rows already sorted by expert."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, counts: tuple[int, ...]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, counts: tuple[int, ...],
+                grad_buffer: GradBuffer | None = None) -> Tensor:
         """Run one matmul per non-empty expert, writing straight into the output rows; add biases at once."""
         segs = _segments(counts)
         out = x.new_empty(x.shape[0], weight.shape[2])
@@ -52,6 +95,7 @@ class GroupedLinear(torch.autograd.Function):
         ctx.save_for_backward(x, weight, lengths)
         ctx.segs = segs
         ctx.has_bias = bias is not None
+        ctx.grad_buffer = grad_buffer
         return out
 
     @staticmethod
@@ -66,7 +110,7 @@ class GroupedLinear(torch.autograd.Function):
             for e, s, t in segs:
                 torch.mm(grad_out[s:t], weight[e].t(), out=grad_x[s:t])
         if ctx.needs_input_grad[1]:
-            grad_w = weight.new_empty(weight.shape)
+            grad_w = ctx.grad_buffer.empty(weight) if ctx.grad_buffer else weight.new_empty(weight.shape)
             for e, s, t in segs:
                 torch.mm(x[s:t].t(), grad_out[s:t], out=grad_w[e])
             used = {e for e, _, _ in segs}
@@ -75,12 +119,16 @@ class GroupedLinear(torch.autograd.Function):
                     grad_w[e].zero_()
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = torch.segment_reduce(grad_out, "sum", lengths=lengths, axis=0)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
-def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, counts: Sequence[int]) -> Tensor:
-    """Functional form of `GroupedLinear` (counts: rows per expert, summing to x.shape[0])."""
-    return GroupedLinear.apply(x, weight, bias, tuple(int(c) for c in counts))
+def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, counts: Sequence[int],
+                   grad_buffer: GradBuffer | None = None) -> Tensor:
+    """Functional form of `GroupedLinear` (counts: rows per expert, summing to x.shape[0]).
+
+    grad_buffer: optional `GradBuffer` whose memory the weight gradient reuses (one per weight).
+    """
+    return GroupedLinear.apply(x, weight, bias, tuple(int(c) for c in counts), grad_buffer)
 
 
 class Experts(nn.Module):
@@ -97,6 +145,7 @@ class Experts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(num_experts, d_hidden, d_model))
         self.b1 = nn.Parameter(torch.empty(num_experts, d_hidden)) if bias else None
         self.b2 = nn.Parameter(torch.empty(num_experts, d_model)) if bias else None
+        self.grad_buffers = (GradBuffer(), GradBuffer())  # memory of w1's and w2's gradients, reused
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -110,9 +159,9 @@ class Experts(nn.Module):
     def forward(self, x_sorted: Tensor, tokens_per_expert: Tensor) -> Tensor:
         """Apply expert e to its contiguous rows of x_sorted [N, d]; tokens_per_expert [E] sums to N."""
         counts = tokens_per_expert.tolist()
-        h = grouped_linear(x_sorted, self.w1, self.b1, counts)
+        h = grouped_linear(x_sorted, self.w1, self.b1, counts, self.grad_buffers[0])
         h = ACTIVATIONS[self.activation](h)
-        return grouped_linear(h, self.w2, self.b2, counts)
+        return grouped_linear(h, self.w2, self.b2, counts, self.grad_buffers[1])
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """Every expert on every token: [T, d] -> [E, T, d] (for references and tiny layers only)."""
