@@ -61,8 +61,13 @@ def sort_by_expert(routing: Routing, num_experts: int, capacity: int | None = No
                     A - per_expert.sum())
 
 
-def _pad_row(x: Tensor) -> Tensor:
-    """x with one zero row appended (the target of dropped assignments)."""
+def _pad_row(x: Tensor, num_assignments: int) -> Tensor:
+    """x with one zero row appended (the target of dropped assignments); x itself when none was dropped.
+
+    Fewer sorted rows than assignments means some were dropped (a shape test: no device sync, no copy).
+    """
+    if x.shape[0] == num_assignments:
+        return x
     return torch.cat([x, x.new_zeros(1, x.shape[1])])
 
 
@@ -80,7 +85,7 @@ class GatherTokens(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         """grad_x[t] = sum over ranks r of grad[inverse[r·T + t]] (zero for dropped assignments)."""
         (inverse,) = ctx.saved_tensors
-        g = _pad_row(grad.contiguous()).index_select(0, inverse)
+        g = _pad_row(grad.contiguous(), inverse.numel()).index_select(0, inverse)
         return g.view(ctx.ranks, -1, grad.shape[1]).sum(0), None, None, None
 
 
@@ -91,7 +96,7 @@ class UnsortRows(torch.autograd.Function):
     def forward(ctx, y_sorted: Tensor, inverse: Tensor, order: Tensor) -> Tensor:
         """Gather each assignment's row from its sorted position."""
         ctx.save_for_backward(order)
-        return _pad_row(y_sorted).index_select(0, inverse)
+        return _pad_row(y_sorted, inverse.numel()).index_select(0, inverse)
 
     @staticmethod
     def backward(ctx, grad: Tensor):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,16 +26,6 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "tanh": torch.tanh,
 }
-
-
-def _segments(counts: Sequence[int]) -> list[tuple[int, int, int]]:
-    """(expert, start row, end row) of every non-empty expert segment."""
-    out, start = [], 0
-    for e, c in enumerate(counts):
-        if c > 0:
-            out.append((e, start, start + c))
-        start += c
-    return out
 
 
 def _storage_use_count(storage: torch.UntypedStorage) -> int:
@@ -77,23 +66,28 @@ class GradBuffer:
 
 
 class GroupedLinear(torch.autograd.Function):
-    """y[rows of expert e] = x[rows of e] @ weight[e] + bias[e], for rows already sorted by expert."""
+    """y[rows of expert e] = x[rows of e] @ weight[e] + bias[e], for rows already sorted by expert.
+
+    Per-expert views come from one `split` / `unbind` call each (not thousands of Python indexing ops), and
+    the bias is fused into each expert's matmul (addmm) and summed per expert in backward.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, counts: tuple[int, ...],
                 grad_buffer: GradBuffer | None = None) -> Tensor:
-        """Run one matmul per non-empty expert, writing straight into the output rows; add biases at once."""
-        segs = _segments(counts)
+        """Run one matmul per non-empty expert, writing straight into the output rows."""
+        used = [e for e, c in enumerate(counts) if c > 0]
         out = x.new_empty(x.shape[0], weight.shape[2])
-        for e, s, t in segs:
-            torch.mm(x[s:t], weight[e], out=out[s:t])
-        lengths = torch.tensor(counts, device=x.device)
-        if bias is not None:
-            # The expert of every row, built on the host from the counts we already hold (no extra kernels).
-            row_expert = torch.from_numpy(np.repeat(np.arange(len(counts)), counts)).to(x.device)
-            out += bias.index_select(0, row_expert)
-        ctx.save_for_backward(x, weight, lengths)
-        ctx.segs = segs
+        xs, outs, ws = x.split(counts), out.split(counts), weight.unbind(0)
+        if bias is None:
+            for e in used:
+                torch.mm(xs[e], ws[e], out=outs[e])
+        else:
+            bs = bias.unbind(0)
+            for e in used:
+                torch.addmm(bs[e], xs[e], ws[e], out=outs[e])
+        ctx.save_for_backward(x, weight)
+        ctx.counts, ctx.used = counts, used
         ctx.has_bias = bias is not None
         ctx.grad_buffer = grad_buffer
         return out
@@ -101,24 +95,30 @@ class GroupedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         """Fill grad_x row segments and the [E, in, out] weight gradient expert by expert."""
-        x, weight, lengths = ctx.saved_tensors
-        segs = ctx.segs
+        x, weight = ctx.saved_tensors
+        counts, used = ctx.counts, ctx.used
         grad_out = grad_out.contiguous()
+        gs, ws = grad_out.split(counts), weight.unbind(0)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = x.new_empty(x.shape)
-            for e, s, t in segs:
-                torch.mm(grad_out[s:t], weight[e].t(), out=grad_x[s:t])
+            gxs = grad_x.split(counts)
+            for e in used:
+                torch.mm(gs[e], ws[e].t(), out=gxs[e])
         if ctx.needs_input_grad[1]:
             grad_w = ctx.grad_buffer.empty(weight) if ctx.grad_buffer else weight.new_empty(weight.shape)
-            for e, s, t in segs:
-                torch.mm(x[s:t].t(), grad_out[s:t], out=grad_w[e])
-            used = {e for e, _, _ in segs}
-            for e in range(weight.shape[0]):
-                if e not in used:
-                    grad_w[e].zero_()
+            xs, gws = x.split(counts), grad_w.unbind(0)
+            for e in used:
+                torch.mm(xs[e].t(), gs[e], out=gws[e])
+            if len(used) < len(counts):
+                for e, c in enumerate(counts):
+                    if c == 0:
+                        gws[e].zero_()
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = torch.segment_reduce(grad_out, "sum", lengths=lengths, axis=0)
+            grad_b = grad_out.new_zeros(weight.shape[0], weight.shape[2])
+            gbs = grad_b.unbind(0)
+            for e in used:
+                torch.sum(gs[e], 0, out=gbs[e])
         return grad_x, grad_w, grad_b, None, None
 
 
