@@ -84,3 +84,25 @@ def test_copies_of_the_bank_start_without_the_kept_memory():
     clone = copy.deepcopy(bank)
     assert clone.grad_buffers[0].storage is None
     assert bank.grad_buffers[0].storage is not None
+
+
+def test_experts_spread_over_threads_match_the_reference():
+    """With 2 torch threads the per-expert loop runs on a thread pool: same outputs and gradients."""
+    torch.manual_seed(4)
+    bank = Experts(8, D, H).double()
+    counts = [3, 0, 4, 2, 5, 1, 0, 3]  # no expert above a thread's share, so the pool is used
+    x = torch.randn(sum(counts), D, dtype=torch.float64)
+    g = torch.randn(sum(counts), D, dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _step(bank, x, counts, g)
+        assert torch.get_num_threads() == 2  # restored after the loops
+        w = torch.randn(8, D, H, dtype=torch.float64, requires_grad=True)
+        xr = x.clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda x, w: grouped_linear(x, w, None, counts), (xr, w))
+    finally:
+        torch.set_num_threads(before)
+    ref = _reference_grads(bank, x, counts, g)
+    for p, r in zip((bank.w1, bank.b1, bank.w2, bank.b2), ref):
+        torch.testing.assert_close(p.grad, r)

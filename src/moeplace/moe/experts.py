@@ -14,7 +14,9 @@ matmuls). `GradBuffer` keeps that memory and reuses it once nothing else holds i
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +67,59 @@ class GradBuffer:
         return {"storage": None}
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _single_threaded_worker() -> None:
+    """Pool thread initialiser: torch ops on this thread use one intra-op thread (thread-local setting)."""
+    torch.set_num_threads(1)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool of helper threads for per-expert work (grown when more threads are wanted)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="moeplace-experts",
+                                       initializer=_single_threaded_worker)
+        return _POOL
+
+
+def for_each_expert(work: Callable[[int], object], experts: list[int], counts: Sequence[int],
+                    device: torch.device) -> None:
+    """Run work(e) for every expert in `experts`; on a multi-threaded CPU, spread the experts over threads.
+
+    Each expert's small matmul is run single-threaded and the experts are shared out dynamically among
+    torch.get_num_threads() threads (this thread and pool helpers), so a step has one join per loop
+    instead of a fork/join per matmul (each of which waits for a descheduled thread on a busy machine).
+    The caller's intra-op thread count is set to 1 for the loop and restored afterwards (it is
+    process-wide in torch: other threads' torch ops also run single-threaded meanwhile). When one expert
+    holds more than a thread's share of the rows (counts), its matmul keeps torch's own threading instead.
+    """
+    threads = torch.get_num_threads()
+    if (device.type != "cpu" or threads <= 1 or len(experts) < 2
+            or max(counts) * threads > sum(counts)):
+        for e in experts:
+            work(e)
+        return
+    pending = iter(experts)  # shared; next() on a list iterator is atomic under the GIL
+
+    def drain() -> None:
+        with torch.no_grad():
+            for e in pending:
+                work(e)
+
+    torch.set_num_threads(1)
+    try:
+        helpers = [_pool(threads - 1).submit(drain) for _ in range(threads - 1)]
+        drain()
+        for h in helpers:
+            h.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
 class GroupedLinear(torch.autograd.Function):
     """y[rows of expert e] = x[rows of e] @ weight[e] + bias[e], for rows already sorted by expert.
 
@@ -80,12 +135,10 @@ class GroupedLinear(torch.autograd.Function):
         out = x.new_empty(x.shape[0], weight.shape[2])
         xs, outs, ws = x.split(counts), out.split(counts), weight.unbind(0)
         if bias is None:
-            for e in used:
-                torch.mm(xs[e], ws[e], out=outs[e])
+            for_each_expert(lambda e: torch.mm(xs[e], ws[e], out=outs[e]), used, counts, x.device)
         else:
             bs = bias.unbind(0)
-            for e in used:
-                torch.addmm(bs[e], xs[e], ws[e], out=outs[e])
+            for_each_expert(lambda e: torch.addmm(bs[e], xs[e], ws[e], out=outs[e]), used, counts, x.device)
         ctx.save_for_backward(x, weight)
         ctx.counts, ctx.used = counts, used
         ctx.has_bias = bias is not None
@@ -103,13 +156,11 @@ class GroupedLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = x.new_empty(x.shape)
             gxs = grad_x.split(counts)
-            for e in used:
-                torch.mm(gs[e], ws[e].t(), out=gxs[e])
+            for_each_expert(lambda e: torch.mm(gs[e], ws[e].t(), out=gxs[e]), used, counts, x.device)
         if ctx.needs_input_grad[1]:
             grad_w = ctx.grad_buffer.empty(weight) if ctx.grad_buffer else weight.new_empty(weight.shape)
             xs, gws = x.split(counts), grad_w.unbind(0)
-            for e in used:
-                torch.mm(xs[e].t(), gs[e], out=gws[e])
+            for_each_expert(lambda e: torch.mm(xs[e].t(), gs[e], out=gws[e]), used, counts, x.device)
             if len(used) < len(counts):
                 for e, c in enumerate(counts):
                     if c == 0:
