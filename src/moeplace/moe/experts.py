@@ -152,24 +152,31 @@ class GroupedLinear(torch.autograd.Function):
         counts, used = ctx.counts, ctx.used
         grad_out = grad_out.contiguous()
         gs, ws = grad_out.split(counts), weight.unbind(0)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = x.new_empty(x.shape)
-            gxs = grad_x.split(counts)
-            for_each_expert(lambda e: torch.mm(gs[e], ws[e].t(), out=gxs[e]), used, counts, x.device)
-        if ctx.needs_input_grad[1]:
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        grad_x = x.new_empty(x.shape) if need_x else None
+        grad_w = None
+        if need_w:
             grad_w = ctx.grad_buffer.empty(weight) if ctx.grad_buffer else weight.new_empty(weight.shape)
-            xs, gws = x.split(counts), grad_w.unbind(0)
-            for_each_expert(lambda e: torch.mm(xs[e].t(), gs[e], out=gws[e]), used, counts, x.device)
-            if len(used) < len(counts):
-                for e, c in enumerate(counts):
-                    if c == 0:
-                        gws[e].zero_()
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.new_zeros(weight.shape[0], weight.shape[2])
-            gbs = grad_b.unbind(0)
-            for e in used:
+        grad_b = grad_out.new_zeros(weight.shape[0], weight.shape[2]) if need_b else None
+        xs = x.split(counts)
+        gxs = grad_x.split(counts) if need_x else None
+        gws = grad_w.unbind(0) if need_w else None
+        gbs = grad_b.unbind(0) if need_b else None
+
+        def one_expert(e: int) -> None:
+            if need_x:
+                torch.mm(gs[e], ws[e].t(), out=gxs[e])
+            if need_w:
+                torch.mm(xs[e].t(), gs[e], out=gws[e])
+            if need_b:
                 torch.sum(gs[e], 0, out=gbs[e])
+
+        for_each_expert(one_expert, used, counts, x.device)
+        if need_w and len(used) < len(counts):
+            for e, c in enumerate(counts):
+                if c == 0:
+                    gws[e].zero_()
         return grad_x, grad_w, grad_b, None, None
 
 
