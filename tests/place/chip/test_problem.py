@@ -118,7 +118,7 @@ def test_snap_keeps_macros_on_nearest_legal_cells() -> None:
     problem = load("toy_macro_stdcell")
     placement = problem.snap()
     assert problem.is_legal(placement)
-    x, y = problem.grid.cell_xy(placement)
+    x, y = problem.grid.index_center(placement)
     sx, sy = problem.start_x[problem.macros], problem.start_y[problem.macros]
     assert (np.abs(x - sx) <= problem.grid.cell_width).all()
     assert (np.abs(y - sy) <= problem.grid.cell_height).all()

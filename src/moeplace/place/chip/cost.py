@@ -68,6 +68,14 @@ class Grid:
         index = np.asarray(index)
         return self.cell_center(index % self.columns, index // self.columns)
 
+    def col_centers(self) -> np.ndarray:
+        """x of the centre of each column."""
+        return (np.arange(self.columns) + 0.5) * self.cell_width
+
+    def row_centers(self) -> np.ndarray:
+        """y of the centre of each row."""
+        return (np.arange(self.rows) + 0.5) * self.cell_height
+
     @classmethod
     def from_header(cls, header: PlcHeader) -> Grid:
         """The grid of a .plc header."""

@@ -7,56 +7,11 @@ Sizes are shrunk by a tiny tolerance so macros that merely touch (abut) do not c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from moeplace.place.chip.cost import Grid
+
 EPS = 1e-6  # microns of tolerance: touching edges are legal
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The placement grid over a width x height canvas (slot = row * columns + column)."""
-
-    columns: int
-    rows: int
-    width: float
-    height: float
-
-    @property
-    def cell_width(self) -> float:
-        """Width of one grid cell."""
-        return self.width / self.columns
-
-    @property
-    def cell_height(self) -> float:
-        """Height of one grid cell."""
-        return self.height / self.rows
-
-    @property
-    def num_cells(self) -> int:
-        """Number of cells (slots)."""
-        return self.columns * self.rows
-
-    def col_centers(self) -> np.ndarray:
-        """x of the centre of each column."""
-        return (np.arange(self.columns) + 0.5) * self.cell_width
-
-    def row_centers(self) -> np.ndarray:
-        """y of the centre of each row."""
-        return (np.arange(self.rows) + 0.5) * self.cell_height
-
-    def cell_xy(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Centre coordinates of cell indices."""
-        cells = np.asarray(cells)
-        x = (cells % self.columns + 0.5) * self.cell_width
-        return x, (cells // self.columns + 0.5) * self.cell_height
-
-    def cell_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Index of the cell containing each point (points on the far edge go to the last cell)."""
-        c = np.clip(np.floor(np.asarray(x) / self.cell_width), 0, self.columns - 1).astype(np.int64)
-        r = np.clip(np.floor(np.asarray(y) / self.cell_height), 0, self.rows - 1).astype(np.int64)
-        return r * self.columns + c
 
 
 def coverage(grid: Grid, x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from moeplace.errors import InfeasibleError
+from moeplace.place.chip.cost import Grid
 from moeplace.place.chip.force_directed import ForceDirected
-from moeplace.place.chip.legality import Grid, blockage_rects, blocked_by, coverage, inside_canvas
+from moeplace.place.chip.legality import blockage_rects, blocked_by, coverage, inside_canvas
 from moeplace.place.chip.netlist import Netlist, load_netlist
 from moeplace.place.chip.plc import PlcHeader, default_header, load_placement
 from moeplace.place.chip.proxy import ProxyEvaluator
@@ -126,9 +127,9 @@ class ChipProblem:
     def slot_features(self) -> np.ndarray:
         """Per slot: cell centre (canvas fractions), blocked coverage, ports in the cell, orientation."""
         g = self.grid
-        cx, cy = g.cell_xy(np.arange(g.num_cells))
+        cx, cy = g.index_center(np.arange(g.num_cells))
         ports = self.netlist.ports
-        port_count = np.bincount(g.cell_of(self.netlist.x[ports], self.netlist.y[ports]),
+        port_count = np.bincount(g.cell_index(*g.cell_of(self.netlist.x[ports], self.netlist.y[ports])),
                                  minlength=g.num_cells) if len(ports) else np.zeros(g.num_cells)
         blocked = coverage(g, *self._obst)
         f = np.stack([cx / g.width, cy / g.height, np.minimum(blocked, 1.0),
@@ -146,7 +147,7 @@ class ChipProblem:
         others = others[others != node]
         w, h = self.w[node], self.h[node]
         cells = placement[others] % self.num_cells
-        x, y = self.grid.cell_xy(cells)
+        x, y = self.grid.index_center(cells)
         ok = self._static_mask(w, h) & ~blocked_by(self.grid, w, h, x, y, self.w[others], self.h[others])
         return np.tile(ok, len(FOOTPRINT_ORIENTS)) if self.orientations else ok
 
@@ -219,7 +220,7 @@ class ChipProblem:
     def slot_occupancy(self, placement: np.ndarray) -> np.ndarray:
         """Fraction of each cell covered by placed macros and static obstacles (the env's occupancy)."""
         placed = np.flatnonzero(np.asarray(placement) != UNPLACED)
-        x, y = self.grid.cell_xy(placement[placed] % self.num_cells)
+        x, y = self.grid.index_center(placement[placed] % self.num_cells)
         ox, oy, ow, oh = self._obst
         occ = coverage(self.grid, np.concatenate([x, ox]), np.concatenate([y, oy]),
                        np.concatenate([self.w[placed], ow]), np.concatenate([self.h[placed], oh]))
@@ -230,7 +231,7 @@ class ChipProblem:
         """Node x, y, orientation arrays for a complete placement (soft macros at their start)."""
         x, y, orient = self.start_x.copy(), self.start_y.copy(), self.netlist.orient.copy()
         placement = np.asarray(placement)
-        mx, my = self.grid.cell_xy(placement % self.num_cells)
+        mx, my = self.grid.index_center(placement % self.num_cells)
         x[self.macros], y[self.macros] = mx, my
         if self.orientations:
             orient[self.macros] = FOOTPRINT_ORIENTS[placement // self.num_cells]
@@ -285,7 +286,7 @@ class ChipProblem:
         x = self.start_x[self.macros] if x is None else x
         y = self.start_y[self.macros] if y is None else y
         placement = np.full(self.num_nodes, UNPLACED, dtype=np.int64)
-        cx, cy = self.grid.cell_xy(np.arange(self.num_cells))
+        cx, cy = self.grid.index_center(np.arange(self.num_cells))
         for i in range(self.num_nodes):
             legal = self.legal_mask(placement, i)[: self.num_cells]
             if not legal.any():
