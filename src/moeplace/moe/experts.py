@@ -14,6 +14,7 @@ matmuls). `GradBuffer` keeps that memory and reuses it once nothing else holds i
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,7 @@ class GradBuffer:
 
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0  # the process that created _POOL (a forked child has the object but not its threads)
 _POOL_LOCK = threading.Lock()
 
 
@@ -78,11 +80,12 @@ def _single_threaded_worker() -> None:
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     """The process-wide pool of helper threads for per-expert work (grown when more threads are wanted)."""
-    global _POOL
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
+        if _POOL is None or _POOL._max_workers < workers or os.getpid() != _POOL_PID:
             _POOL = ThreadPoolExecutor(workers, thread_name_prefix="moeplace-experts",
                                        initializer=_single_threaded_worker)
+            _POOL_PID = os.getpid()
         return _POOL
 
 
