@@ -98,10 +98,10 @@ def balance(out: Path, corpus, families: list[str], batch_size: int, seed: int) 
 
 
 def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_size: int, d_model: int,
-          d_expert: int, seed: int) -> tuple[list[dict], list[dict]]:
+          d_expert: int, seed: int, router: str = "noisy_topk") -> tuple[list[dict], list[dict]]:
     """Figure 2 (and 3): one family, growing expert counts, equal active compute and equal tokens."""
     configs = compare_configs(family, experts, corpus.vocab_size, k=2, d_model=d_model, d_expert=d_expert,
-                              n_layer=2, block_size=64, moe_kwargs={"router": "noisy_topk"})
+                              n_layer=2, block_size=64, moe_kwargs={"router": router})
     rows = run_models(configs, corpus, out / family, batch_size, steps, lr=3e-3,
                       eval_interval=max(1, steps // 8), eval_tokens=16384, seed=seed)
     balance = []
@@ -112,7 +112,8 @@ def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_
 
             model, _ = load_for_inference(out / family / r["model"])
             balance.append({"model": r["model"], **final_load(model, corpus, 256, 64, seed)})
-    title = f"{family}, k=2, d_model={d_model}, d_expert={d_expert}, {steps} steps x {batch_size * 64} tokens"
+    title = (f"{family}, k=2, d_model={d_model}, d_expert={d_expert}, {router}, "
+             f"{steps} steps x {batch_size * 64} tokens")
     write_outputs(rows, out / family, title)
     trows = table_rows(rows)
     print(f"\n{title}\n" + markdown_table(trows), flush=True)
@@ -133,6 +134,7 @@ def main() -> None:
     ap.add_argument("--trend-batch", type=int, default=32)
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--d-expert", type=int, default=64)
+    ap.add_argument("--router", default="noisy_topk", help="router of every MoE in the trend part")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-lm"))
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
@@ -145,7 +147,7 @@ def main() -> None:
         experts = [int(e) for e in args.experts.split(",")]
         for family in args.families.split(","):
             rows, bal = trend(corpus, args.out / "trend", family, experts, args.trend_steps,
-                                  args.trend_batch, args.d_model, args.d_expert, args.seed)
+                              args.trend_batch, args.d_model, args.d_expert, args.seed, args.router)
             dense = next(r for r in rows if r["experts"] == 0)
             figures[f"{family}_trend"] = rows
             figures[f"{family}_balance"] = bal

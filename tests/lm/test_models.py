@@ -58,6 +58,49 @@ def test_single_expert_moe_equals_dense_ffn():
     torch.testing.assert_close(moe(idx)[0], dense(idx)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_moe_of_dense_slices_with_equal_gates_equals_dense_transformer():
+    """Equal active compute must mean the same function: a dense FFN of width 2h split into two experts of
+    width h (k=2, gates 1/2 each: zero-initialised router, no noise in eval mode) gives the dense model's
+    logits. Catches an MoE block that returns the gate-weighted *mean* of the slices (half the dense FFN)."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=30, block_size=12, n_layer=2, n_head=2, n_embd=16, d_ff=24, bias=True,
+              activation="relu")
+    moe = build_model(TransformerConfig(num_experts=2, k=2, moe_kwargs={"router": "noisy_topk"}, **kw)).eval()
+    dense = build_model(TransformerConfig(**kw)).eval()
+    sd = {k: v for k, v in dense.state_dict().items() if "ffn" not in k}
+    for i, block in enumerate(dense.blocks):
+        torch.nn.init.normal_(block.ffn.proj.bias, std=0.1)  # nonzero biases are part of the check
+        torch.nn.init.normal_(block.ffn.fc.bias, std=0.1)
+        w1, b1 = block.ffn.fc.weight.T, block.ffn.fc.bias          # [d, 2h], [2h]
+        w2, b2 = block.ffn.proj.weight.T, block.ffn.proj.bias      # [2h, d], [d]
+        sd[f"blocks.{i}.ffn.experts.w1"] = torch.stack(w1.split(12, dim=1))
+        sd[f"blocks.{i}.ffn.experts.b1"] = torch.stack(b1.split(12))
+        sd[f"blocks.{i}.ffn.experts.w2"] = torch.stack(w2.split(12, dim=0))
+        sd[f"blocks.{i}.ffn.experts.b2"] = torch.stack([b2 / 2, b2 / 2])
+        sd[f"blocks.{i}.ffn.router.w_gate"] = torch.zeros(16, 2)
+        sd[f"blocks.{i}.ffn.router.w_noise"] = torch.zeros(16, 2)
+    moe.load_state_dict(sd)
+    idx = torch.randint(0, 30, (3, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(moe(idx)[0], dense(idx)[0], rtol=1e-5, atol=1e-5)
+        # independent reference for one block's FFN term: the dense formula W2 relu(W1 x + b1) + b2
+        x = torch.randn(5, 16)
+        f = dense.blocks[0].ffn
+        ref = torch.relu(x @ f.fc.weight.T + f.fc.bias) @ f.proj.weight.T + f.proj.bias
+        block = moe.blocks[0]
+        torch.testing.assert_close(block.ffn_scale * block.ffn(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_old_checkpoint_config_keeps_unscaled_moe():
+    """Configs saved before moe_output_scale existed rebuild the model they were trained as (scale 1)."""
+    d = config_to_dict(TransformerConfig(vocab_size=20, num_experts=4, k=2))
+    del d["moe_output_scale"]
+    m = build_model(config_from_dict(d))
+    assert [b.ffn_scale for b in m.blocks] == [1.0] * 4
+    fresh = build_model(TransformerConfig(vocab_size=20, num_experts=4, k=2))
+    assert [b.ffn_scale for b in fresh.blocks] == [2.0] * 4
+
+
 def test_transformer_and_lstm_are_causal():
     for cfg in (TransformerConfig(vocab_size=20, block_size=10, n_layer=2, n_head=2, n_embd=16, d_ff=32,
                                   num_experts=4, k=2),

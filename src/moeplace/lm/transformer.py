@@ -34,6 +34,7 @@ class TransformerConfig:
     d_expert: int | None = None     # hidden units of one expert; None = d_ff // k (same active compute)
     moe_every: int = 1              # MoE in every block (1) or every other block (2), counted from the last
     moe_kwargs: dict = field(default_factory=dict)  # for moeplace.moe.MoE (router, capacity_factor, ...)
+    moe_output_scale: float | None = None  # MoE output multiplier; None = k (see Block)
     family: str = "transformer"
 
 
@@ -59,24 +60,34 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(ln(x)), then x + ffn(ln(x)) where ffn is dense or MoE."""
+    """Pre-norm block: x + attn(ln(x)), then x + s·ffn(ln(x)); ffn dense (s = 1) or MoE (s = k)."""
 
     def __init__(self, cfg: TransformerConfig, use_moe: bool):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        # The router's gates over the k kept experts sum to 1, so an MoE of k experts of d_ff / k units
+        # returns the *mean* of k half-width FFNs: half (1/k) of what the dense FFN of the same active
+        # width returns (the sum of its k slices). Multiplying by k makes the two match (test_models.py:
+        # an MoE whose experts are slices of a dense FFN, with equal gates, equals that FFN); without it
+        # the small MoE Transformers trained 0.2 nats worse than dense (docs/benchmarks.md).
+        self.ffn_scale = 1.0
         if use_moe:
             d_hidden = cfg.d_expert or max(1, cfg.d_ff // cfg.k)
             self.ffn = make_ffn(cfg.n_embd, d_hidden, cfg.num_experts, cfg.k, cfg.activation, cfg.bias,
                                 cfg.moe_kwargs)
+            self.ffn_scale = float(cfg.k if cfg.moe_output_scale is None else cfg.moe_output_scale)
         else:
             self.ffn = make_ffn(cfg.n_embd, cfg.d_ff, 0, 1, cfg.activation, cfg.bias, None)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop(self.attn(self.ln1(x)))
-        return x + self.drop(self.ffn(self.ln2(x)))
+        h = self.ffn(self.ln2(x))
+        if self.ffn_scale != 1.0:
+            h = h * self.ffn_scale
+        return x + self.drop(h)
 
 
 class TransformerLM(LanguageModel):
