@@ -164,3 +164,18 @@ def test_reinforce_with_next_step_autoreset_sees_whole_episodes():
     algo.learn(60, progress_bar=False)
     assert algo.episodes and {(ret, length) for _, ret, length in algo.episodes} == {(3.0, 3)}
     assert algo.num_timesteps == 3 * len(algo.episodes)  # reset-only steps are not counted
+
+
+@pytest.mark.parametrize("cls", [PPO, REINFORCE])
+def test_episode_log_records_the_env_step_of_its_last_step(cls):
+    """algo.episodes holds (env step at the episode's end, return, length): with one env and
+    episodes of exactly 5 steps, the k-th episode ends at env step 5k (REINFORCE once logged 5k - 1)."""
+    env = ConstantRewardEnv(limit=5)
+    torch.manual_seed(0)
+    policy = MLPPolicy(env.observation_space, env.action_space, hidden=(8,))
+    kw = {"n_steps": 20, "n_minibatches": 1, "n_epochs": 1} if cls is PPO else {"episodes_per_batch": 2}
+    algo = cls(policy, env, seed=0, **kw)
+    algo.learn(20)
+    assert len(algo.episodes) >= 2
+    for k, (step, ret, length) in enumerate(algo.episodes, start=1):
+        assert (step, ret, length) == (5 * k, 5.0, 5)

@@ -96,6 +96,9 @@ class REINFORCE(OnPolicyAlgorithm):
             act_buf.append(action)
             obs, reward, term, trunc, info = env.step(action.numpy())
             done = np.logical_or(term, trunc)
+            real = int((~after_done).sum())
+            steps += real
+            self.num_timesteps += real  # before logging, so an episode's end step counts its last step
             for i in np.flatnonzero(~after_done):
                 open_steps[i].append(t * n_envs + i)
                 open_rewards[i].append(float(reward[i]))
@@ -111,9 +114,6 @@ class REINFORCE(OnPolicyAlgorithm):
                     to_go.append(g)
                     self._log_episode(float(rews.sum()), len(rews))
                     open_steps[i], open_rewards[i] = [], []
-            real = int((~after_done).sum())
-            steps += real
-            self.num_timesteps += real
             after_done = done.copy() if not same_step else np.zeros(n_envs, dtype=bool)
             mask = action_mask(info, n_envs, n_actions)
         self._last_collect_steps = steps
