@@ -122,10 +122,14 @@ def run(args: argparse.Namespace) -> int:
         results[m] = run_method(m, problem, seed=args.seed)
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
+    interrupted = False
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
         results[m] = run_method(
             m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation
         )
+        if results[m].extra.get("interrupted"):  # Ctrl-C: keep what this search found, run no more
+            interrupted = True
+            break
     if args.placement:
         try:
             with open(args.placement) as f:
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     for name, r in results.items():
         rows.append(
             {
-                "method": name,
+                "method": name + (" (interrupted)" if r.extra.get("interrupted") else ""),
                 "step_ms": r.step_time * 1e3,
                 "vs_single": single.step_time / r.step_time,
                 "vs_expert": expert.step_time / r.step_time,
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print("no method found a placement that fits in memory")
-    return 0
+    return 130 if interrupted else 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

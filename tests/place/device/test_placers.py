@@ -225,3 +225,25 @@ def test_cli_model_from_module_attr(tmp_path, monkeypatch, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["graph"]["ops"] == 5  # input, linear, relu, linear, output
     assert main(["place", "device", "--model", "mymodels:nothing"]) == 2
+
+
+def test_cli_ctrl_c_during_search_keeps_the_best_and_stops(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside `sa` (a KeyboardInterrupt from the 40th cost call) ends that search with its best
+    placement, runs no later search method, marks the row, writes --out and exits with 130."""
+    real_cost, calls = DevicePlacementProblem.cost, {"n": 0}
+
+    def cost(self, placement):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real_cost(self, placement)
+
+    monkeypatch.setattr(DevicePlacementProblem, "cost", cost)
+    out = tmp_path / "p.json"
+    rc = main(["place", "device", "--model", "rnnlm", "--size", "tiny", "--method", "single,sa,rl",
+               "--budget", "30s", "--out", str(out), "--json"])
+    assert rc == 130
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]}
+    assert set(rows) == {"single", "sa (interrupted)"}
+    assert rows["sa (interrupted)"]["step_ms"] <= rows["single"]["step_ms"] + 1e-9
+    assert json.loads(out.read_text())["ops"]

@@ -81,8 +81,13 @@ def run_ppo(problem: DevicePlacementProblem, budget_s: float, seed: int, init: n
         anneal_lr=False,
     )
     start = time.perf_counter()
-    algo.learn(10**9, callback=lambda a, s: time.perf_counter() - start < budget_s, progress_bar=False)
-    return {"placement": tracker.best, "cost": tracker.best_cost, "evaluations": tracker.calls}
+    interrupted = False
+    try:
+        algo.learn(10**9, callback=lambda a, s: time.perf_counter() - start < budget_s, progress_bar=False)
+    except KeyboardInterrupt:  # Ctrl-C: keep the best placement sampled so far
+        interrupted = True
+    return {"placement": tracker.best, "cost": tracker.best_cost, "evaluations": tracker.calls,
+            "interrupted": interrupted}
 
 
 def run_method(
@@ -105,15 +110,18 @@ def run_method(
 
         r = simulated_annealing(problem, budget_s=budget_s, seed=seed, init=init, progress=True)
         placement, evals = r.placement, r.evaluations
+        extra["interrupted"] = bool(r.interrupted)
     elif name == "rl":
         from moeplace.place.device.colocrl import train_colocrl
 
         r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0)
         placement, evals = r["placement"], r["evaluations"]
-        extra = {"iterations": r["iterations"], "imitation": bool(rl_imitation and init is not None)}
+        extra = {"iterations": r["iterations"], "imitation": bool(rl_imitation and init is not None),
+                 "interrupted": bool(r["interrupted"])}
     elif name == "ppo":
         r = run_ppo(problem, budget_s, seed, init if rl_imitation else None)
         placement, evals = r["placement"], r["evaluations"]
+        extra["interrupted"] = bool(r["interrupted"])
     else:
         raise InputError(f"--method {name}: unknown method (choose from {', '.join(METHODS)}, all)")
     search_s = time.perf_counter() - start
