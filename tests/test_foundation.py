@@ -61,3 +61,16 @@ def test_cli_bad_argument_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["no-such-area"])
     assert e.value.code == 2
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.safetensors", {"a": torch.zeros(2)})
+        atomic_write_text(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(mask)
+    for p in (path, tmp_path / "m.json", tmp_path / "t.txt"):
+        assert oct(os.stat(p).st_mode & 0o777) == oct(0o644), p

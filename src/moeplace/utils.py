@@ -31,9 +31,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+    mode = 0o666 & ~_umask()  # mkstemp makes 0600; give the file the usual mode
     try:
         yield Path(tmp)
+        os.chmod(tmp, mode)  # after the write: some writers (safetensors) replace the file
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
