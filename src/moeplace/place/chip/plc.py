@@ -218,13 +218,18 @@ def load_placement(netlist: Netlist, path: str | Path) -> PlcHeader:
 
 def default_header(netlist: Netlist, columns: int = 10, rows: int = 10, width: float | None = None,
                    height: float | None = None, utilization: float = 0.6) -> PlcHeader:
-    """A header for a netlist without a .plc: the canvas from the netlist or a square of area/utilization."""
+    """A header for a netlist without a .plc: the netlist's canvas, else a square of area/utilization
+    grown to reach every (fixed) port."""
     if width is None or height is None:
         if netlist.canvas is not None:
             width, height = netlist.canvas
         else:
             side = float(np.sqrt(max(netlist.macro_area(), 1e-9) / utilization))
             width = height = side
+            ports = netlist.ports  # ports are fixed: the canvas must reach them
+            if len(ports):
+                width = max(width, float(netlist.x[ports].max()))
+                height = max(height, float(netlist.y[ports].max()))
     header = PlcHeader(columns=columns, rows=rows, width=float(width), height=float(height))
     header.validate()
     return header
