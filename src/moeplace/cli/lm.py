@@ -186,8 +186,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import math
 
     from moeplace.lm.train import evaluate, load_for_inference
-    from moeplace.utils import print_json_line
+    from moeplace.utils import print_json_line, seed_everything
 
+    seed_everything(args.seed)  # evaluation is deterministic; seeded anyway like every command
     set_threads(args.threads)
     model, state = load_for_inference(args.checkpoint)
     args.need_data = True
@@ -248,6 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_corpus_args(p)
     p.add_argument("--split", choices=["train", "valid", "test"], default="valid")
     p.add_argument("--max-tokens", type=int, default=None, help="evaluate on at most this many tokens")
+    p.add_argument("--seed", type=int, default=0, help="random seed (evaluation itself is deterministic)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     p.set_defaults(func=cmd_eval)
