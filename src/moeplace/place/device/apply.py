@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from moeplace.errors import InputError
-from moeplace.place.device.trace import _ScopeTracer, _ShapeRecorder, _trace_error
+from moeplace.place.device.trace import trace_with_shapes
 
 
 def default_device_map(names: list[str]) -> dict[str, str]:
@@ -39,15 +39,7 @@ def apply_placement(
     Ops missing from `op_device` stay with their first input (or the first device).
     """
     module = copy.deepcopy(module)
-    tracer = _ScopeTracer()
-    try:
-        graph = tracer.trace(module)
-    except Exception as e:
-        raise _trace_error(module, e) from e
-    gm = fx.GraphModule(tracer.root, graph)
-    rec = _ShapeRecorder(gm)
-    with torch.no_grad():
-        rec.run(*example_inputs)
+    gm, rec = trace_with_shapes(module, example_inputs)
     nodes = list(gm.graph.nodes)
     unknown = sorted(set(op_device) - {n.name for n in nodes})
     if unknown:

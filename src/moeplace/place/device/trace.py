@@ -109,10 +109,8 @@ def layer_key(path: str) -> str:
     return parts[0]
 
 
-def trace_graph(
-    module: nn.Module, example_inputs: tuple, grouping: str | int = "module", name: str | None = None
-) -> OpGraph:
-    """Trace `module(*example_inputs)` into an OpGraph (see module docstring)."""
+def trace_with_shapes(module: nn.Module, example_inputs: tuple) -> tuple[fx.GraphModule, _ShapeRecorder]:
+    """fx-trace `module` (module scopes kept) and run it once on `example_inputs` to record shapes."""
     tracer = _ScopeTracer()
     try:
         graph = tracer.trace(module)
@@ -122,6 +120,14 @@ def trace_graph(
     rec = _ShapeRecorder(gm)
     with torch.no_grad():
         rec.run(*example_inputs)
+    return gm, rec
+
+
+def trace_graph(
+    module: nn.Module, example_inputs: tuple, grouping: str | int = "module", name: str | None = None
+) -> OpGraph:
+    """Trace `module(*example_inputs)` into an OpGraph (see module docstring)."""
+    gm, rec = trace_with_shapes(module, example_inputs)
     nodes = list(gm.graph.nodes)
     index = {n: i for i, n in enumerate(nodes)}
     names, kinds, scope, layer = [], [], [], []
