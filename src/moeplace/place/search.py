@@ -8,10 +8,11 @@ smarter moves than "relocate one node / swap two nodes" supplies `propose_move(p
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ class _Budget:
         self.history: list[tuple[int, float, float]] = []
         self.bar = progress_bar(total=max_evals, desc=desc, unit="eval") if show else None
         self._last_post = 0.0
+        self.interrupted = False
 
     def elapsed(self) -> float:
         """Seconds since the search started."""
@@ -97,16 +99,24 @@ class _Budget:
                 self._last_post = now
         return improved
 
-    def close(self) -> None:
-        """Close the progress bar."""
-        if self.bar is not None:
-            self.bar.close()
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Run a search: Ctrl-C keeps the best so far (re-raised if there is none); the bar closes."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted = True
+            if self.best is None:
+                raise
+        finally:
+            if self.bar is not None:
+                self.bar.close()
 
-    def result(self, interrupted: bool, accepted: int = 0) -> SearchResult:
+    def result(self, accepted: int = 0) -> SearchResult:
         """The search's result so far."""
         assert self.best is not None
         return SearchResult(self.best, self.best_cost, self.evaluations, self.elapsed(),
-                            self.history, interrupted, accepted)
+                            self.history, self.interrupted, accepted)
 
 
 def random_rollout(problem: PlacementProblem, rng: np.random.Generator) -> np.ndarray:
@@ -155,18 +165,11 @@ def random_search(problem: PlacementProblem, *, budget_s: float | None = None,
     """Best of many uniformly random legal rollouts (the simplest baseline)."""
     rng = np.random.default_rng(seed)
     budget = _Budget(budget_s, max_evals, "random search", progress)
-    interrupted = False
-    try:
+    with budget.running():
         while budget.evaluations == 0 or budget.fraction() < 1.0:
             placement = random_rollout(problem, rng)
             budget.record(placement, float(problem.cost(placement)))
-    except KeyboardInterrupt:
-        interrupted = True
-        if budget.best is None:
-            raise
-    finally:
-        budget.close()
-    return budget.result(interrupted)
+    return budget.result()
 
 
 def _propose(problem: PlacementProblem, placement: np.ndarray,
@@ -207,8 +210,8 @@ def simulated_annealing(
     rng = np.random.default_rng(seed)
     budget = _Budget(budget_s, max_evals, "annealing", progress)
     current = np.asarray(init, dtype=np.int64).copy() if init is not None else _initial(problem, rng)
-    interrupted, accepted, idle = False, 0, 0
-    try:
+    accepted, idle = 0, 0
+    with budget.running():
         current_cost = float(problem.cost(current))
         budget.record(current, current_cost)
         if t0 is None:
@@ -244,13 +247,7 @@ def simulated_annealing(
                 accepted += 1
             if callback is not None and callback(budget.evaluations, c, budget.best_cost):
                 break
-    except KeyboardInterrupt:
-        interrupted = True
-        if budget.best is None:
-            raise
-    finally:
-        budget.close()
-    return budget.result(interrupted, accepted)
+    return budget.result(accepted)
 
 
 class _BudgetSpent(Exception):
@@ -308,23 +305,16 @@ def rl_search(problem: PlacementProblem, *, policy: Any = None, budget_s: float 
               gamma=1.0, gae_lambda=0.95, learning_rate=3e-4, anneal_lr=False, ent_coef=0.01, seed=seed)
     hp.update(ppo_hparams)
     algo = PPO(policy, env, **hp)
-    interrupted = False
 
     def stop(_algo, _stats) -> bool:
         return budget.evaluations == 0 or budget.fraction() < 1.0
 
     try:
-        while budget.evaluations == 0 or budget.fraction() < 1.0:  # at least one update
-            algo.learn(10**12, callback=stop, progress_bar=False)
-    except _BudgetSpent:
-        pass
-    except KeyboardInterrupt:
-        interrupted = True
-        if budget.best is None:
-            raise
+        with budget.running(), contextlib.suppress(_BudgetSpent):
+            while budget.evaluations == 0 or budget.fraction() < 1.0:  # at least one update
+                algo.learn(10**12, callback=stop, progress_bar=False)
     finally:
-        budget.close()
         torch.set_num_threads(threads)
-    result = budget.result(interrupted)
+    result = budget.result()
     result.policy = policy
     return result
