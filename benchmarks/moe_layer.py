@@ -7,7 +7,9 @@ Usage:
 
 2,048 tokens, d=512, h=1,024, float32, torch's default thread count. All candidates use softmax top-k
 routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
-medians taken, so a noisy shared machine affects every candidate alike. The last line is JSON.
+medians taken, so a noisy shared machine affects every candidate alike. `experts_only` times the layer's
+expert matmuls alone on balanced pre-sorted rows: the floor any sorted-dispatch layer meets on this CPU
+(small per-expert matmuls run below the dense matmul's FLOP rate). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -89,6 +91,24 @@ class OneHotMoE(nn.Module):
         return torch.einsum("tec,ecd->td", combine, ye)
 
 
+class ExpertsOnly(nn.Module):
+    """The layer's expert computation alone on perfectly balanced, pre-sorted rows (no router, no dispatch).
+
+    Its ratio to the dense FFN is the floor of the sorted-dispatch design on this machine: the same FLOPs
+    as the dense FFN, but as E groups of matmuls with T·k/E rows each.
+    """
+
+    def __init__(self, moe: MoE, tokens: int) -> None:
+        super().__init__()
+        self.experts, self.k = moe.experts, moe.k
+        E = moe.num_experts
+        rows = tokens * moe.k
+        self.register_buffer("counts", torch.tensor([rows // E + (e < rows % E) for e in range(E)]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.experts(x.repeat(self.k, 1), self.counts)[: x.shape[0]]
+
+
 def step_time(model: nn.Module, x: Tensor, g: Tensor) -> float:
     """Seconds of one forward + backward (gradients reset to None first)."""
     model.zero_grad(set_to_none=True)
@@ -118,6 +138,7 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
     torch.manual_seed(0)
     cands: dict[str, nn.Module] = {"dense": DenseFFN(d, k * h),
                                    "moeplace": MoE(d, h, E, k, router="softmax_topk", aux_loss_weight=0.0)}
+    cands["experts_only"] = ExpertsOnly(cands["moeplace"], T)
     if baselines:
         cands["hf_loop"] = LoopMoE(d, h, E, k)
         cands["onehot_einsum"] = OneHotMoE(d, h, E, k)
