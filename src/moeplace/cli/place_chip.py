@@ -5,7 +5,8 @@
 
 Prints wirelength, density, congestion and proxy cost of the input placement and of each method's
 best placement (with the cost evaluations it used and its wall time), writes the best placement
-as a .plc file and draws it as a PNG. Ctrl-C stops the search and still writes the best so far.
+(the input itself when no method beat it) as a .plc file and draws it as a PNG. Ctrl-C stops the
+search and still writes the best so far.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     soft = placed.soft_macros
     placed.x[soft], placed.y[soft] = res.soft_x, res.soft_y
     check = ProxyCost(placed, header).evaluate().as_dict()
+    if terms["proxy"] <= check["proxy"]:  # no method beat the placement we were given: keep it
+        best_name, placed, check = "input", netlist, terms
     figures = {"Wirelength": ProxyCost(placed, header).hpwl(), "Wirelength cost": check["wirelength"],
                "Congestion cost": check["congestion"], "Density cost": check["density"]}
     write_plc(args.out, placed, header, figures=figures)

@@ -30,13 +30,33 @@ def test_cli_runs_both_methods_and_writes_plc_and_png(tmp_path, capsys) -> None:
     assert "| input |" in text and "| sa |" in text and "| rl |" in text
     figures = json.loads(text.strip().splitlines()[-1])
     assert figures["sa"]["evaluations"] > 10 and figures["rl"]["evaluations"] >= 1
-    best = min(figures["sa"]["proxy"], figures["rl"]["proxy"])
+    best = min(figures["input"]["proxy"], figures["sa"]["proxy"], figures["rl"]["proxy"])
     assert figures["best_proxy"] == pytest.approx(best, abs=1e-4)
     # the written .plc, read back by the format reader, has the reported cost
     netlist = load_netlist(TOY / "netlist.pb.txt")
     header = load_placement(netlist, out)
     assert ProxyCost(netlist, header).evaluate().proxy == pytest.approx(figures["best_proxy"], abs=1e-9)
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_keeps_the_input_when_no_method_beats_it(tmp_path, capsys) -> None:
+    good = tmp_path / "good.plc"
+    argv = ["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--plc", str(TOY / "initial.plc"),
+            "--seed", "1", "--json"]
+    assert main([*argv, "--method", "sa", "--budget", "2s", "--out", str(good)]) == 0
+    sa_proxy = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best_proxy"]
+    out = tmp_path / "again.plc"
+    argv[argv.index(str(TOY / "initial.plc"))] = str(good)
+    assert main([*argv, "--method", "rl", "--budget", "0.05s", "--out", str(out)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["input"]["proxy"] == pytest.approx(sa_proxy, abs=1e-4)  # table rows are rounded
+    if figures["rl"]["proxy"] > figures["input"]["proxy"]:  # the usual case after 0.05 s of RL
+        assert figures["best"] == "input"
+    netlist = load_netlist(TOY / "netlist.pb.txt")
+    header = load_placement(netlist, out)
+    assert ProxyCost(netlist, header).evaluate().proxy == pytest.approx(figures["best_proxy"], abs=1e-9)
+    best = min(figures["input"]["proxy"], figures["rl"]["proxy"])
+    assert figures["best_proxy"] == pytest.approx(best, abs=1e-4)
 
 
 def _error(argv: list[str], capsys) -> str:
