@@ -1,7 +1,7 @@
 """Device placement: every benchmark graph x cluster, every method, in one run (simulated step time).
 
     python benchmarks/device_placement.py                      # the full run (see docs/benchmarks.md)
-    python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-budget 30
+    python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-iters 300
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
 heuristic) and the 2017 seq2seq REINFORCE placer (seeded the same way by up to 500 imitation steps when
@@ -70,7 +70,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graphs", default="rnnlm,nmt2,nmt4,nmt8,inception,transformer,moe_lstm")
     ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
-    ap.add_argument("--rl-budget", type=float, default=45.0, help="seconds of RL per graph x cluster")
+    ap.add_argument("--rl-iters", type=int, default=1200, help="REINFORCE iterations per graph x cluster")
+    ap.add_argument("--rl-restarts", type=int, default=3, help="independent RL runs sharing --rl-iters")
+    ap.add_argument("--rl-budget", type=float, default=60.0, help="RL wall-time cap (s) per graph x cluster")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
     ap.add_argument("--no-rl-imitation", action="store_true", help="RL from scratch (no imitation seed)")
@@ -98,7 +100,8 @@ def main() -> None:
             for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("ppo", args.ppo_budget)):
                 if b > 0:
                     res[m] = run_method(
-                        m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation
+                        m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation,
+                        rl_iters=args.rl_iters, rl_restarts=args.rl_restarts,
                     )
             single, exp = res["single"].step_time, res["expert"].step_time
             base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
@@ -115,6 +118,7 @@ def main() -> None:
                         "step_ms": r.step_time * 1e3,
                         "valid": r.valid,
                         "search_s": r.search_s,
+                        "evaluations": r.evaluations,
                         "peak_gb": [round(float(v) / 1e9, 2) for v in r.peak_memory],
                     }
                     for k, r in res.items()
@@ -126,6 +130,7 @@ def main() -> None:
                     rl.valid and (best_base is None or rl.step_time <= best_base.step_time * (1 + 1e-9))
                 )
                 run["rl_speedup_over_expert"] = exp / rl.step_time - 1
+                run["rl_iterations"] = rl.extra.get("iterations", 0)
                 heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
                 best_h = min((r.step_time for r in heur), default=np.inf)
                 run["rl_ge_best_heuristic"] = bool(rl.valid and rl.step_time <= best_h * (1 + 1e-9))
@@ -143,6 +148,7 @@ def main() -> None:
                         "vs_expert": exp / r.step_time,
                         "valid": "valid" if r.valid else "OOM",
                         "search_s": r.search_s,
+                        "evals": r.evaluations,
                     }
                 )
             print(
@@ -179,7 +185,17 @@ def main() -> None:
         "max_rl_search_s": max(rl_times) if rl_times else None,
         "simulator": throughput,
         "rl_imitation": not args.no_rl_imitation,
-        "budgets_s": {"rl": args.rl_budget, "sa": args.sa_budget, "ppo": args.ppo_budget},
+        "budgets_s": {"rl_cap": args.rl_budget, "sa": args.sa_budget, "ppo": args.ppo_budget},
+        "rl_iterations": args.rl_iters,
+        "rl_restarts": args.rl_restarts,
+        "rl_capped_by_wall_time": [
+            f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
+        ],
+        "evaluations": {
+            f"{r['graph']}@{r['cluster']}": {k: r["methods"][k]["evaluations"] for k in ("sa", "rl", "ppo")
+                                              if k in r["methods"]}
+            for r in runs
+        },
         "published": PUBLISHED,
         "speedup_over_expert": {
             f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl

@@ -1,8 +1,14 @@
 """The 2017 device-placement policy (Mirhoseini et al., "Device Placement Optimization with
 Reinforcement Learning"): a sequence-to-sequence network reads the op groups in topological order
 with an LSTM encoder and an attentional LSTM decoder picks a device for each group; trained with
-REINFORCE, reward -sqrt(step time), a moving-average baseline; invalid (out-of-memory) placements
-get the problem's penalty as their step time. The best placement sampled is kept.
+REINFORCE, reward -sqrt(step time); invalid (out-of-memory) placements get the problem's penalty as
+their step time. The best placement sampled is kept.
+
+Training loop (per iteration): sample a batch of placements in one batched decoder pass, simulate
+the distinct ones (the simulator is deterministic, so repeated placements are looked up, not
+re-simulated), advantage = reward - batch mean, divided by the batch's standard deviation, then a
+few gradient epochs on that batch with the PPO-style clipped ratio (the first epoch is the plain
+REINFORCE gradient). Budgets are iterations (reproducible for a seed) with wall time as a cap.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ class Seq2SeqPlacer(nn.Module):
     """LSTM encoder over group embeddings; attentional LSTM decoder emitting one device per group.
 
     The decoder's input at step t is the previous group's device and group t's encoding; its output
-    attends over all encodings. Sampling runs step by step without gradients; `score` re-runs the
-    decoder teacher-forced over the whole sampled sequence at once (same maths, one fused LSTM call).
+    attends over all encodings. `sample` decodes step by step without gradients (the input-side
+    products are precomputed once per batch); `score` re-runs the decoder teacher-forced over the
+    whole sampled sequence at once (same maths, one fused LSTM call).
     """
 
     def __init__(self, feat_dim: int, num_devices: int, hidden: int = 64) -> None:
@@ -36,6 +43,11 @@ class Seq2SeqPlacer(nn.Module):
         self.decoder = nn.LSTM(2 * hidden, hidden, batch_first=True)
         self.query = nn.Linear(hidden, hidden)
         self.head = nn.Linear(2 * hidden, num_devices)
+        self.position_bias: nn.Parameter | None = None
+
+    def add_position_bias(self, num_groups: int) -> None:
+        """A learned per-group device bias added to the decoder's logits (zero at the start)."""
+        self.position_bias = nn.Parameter(torch.zeros(num_groups, self.num_devices))
 
     def encode(self, feats: Tensor) -> Tensor:
         """Group encodings [G, H]."""
@@ -47,20 +59,45 @@ class Seq2SeqPlacer(nn.Module):
         return self.head(torch.cat([out, weights @ enc], dim=-1))
 
     @torch.no_grad()
-    def sample(self, feats: Tensor, batch: int, greedy: bool = False) -> Tensor:
-        """Placements [B, G], decoded one group at a time."""
+    def sample_with_logp(
+        self, feats: Tensor, batch: int, greedy: bool = False, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Placements [B, G] decoded one group at a time, and their log-probabilities [B]."""
         enc = self.encode(feats)
         G, H = enc.shape
+        d = self.decoder
+        w_ih, w_hh, bias = d.weight_ih_l0, d.weight_hh_l0, d.bias_ih_l0 + d.bias_hh_l0
+        dev_gates = self.device_embed.weight @ w_ih[:, :H].T  # [D+1, 4H]
+        enc_gates = enc @ w_ih[:, H:].T + bias  # [G, 4H]
+        w_out, w_ctx = self.head.weight[:, :H], self.head.weight[:, H:]
+        ctx_logits = enc @ w_ctx.T + self.head.bias  # [G, D]: attention-weighted per group
+        keys = enc.T / math.sqrt(H)
+        h = torch.zeros(batch, H)
+        c = torch.zeros(batch, H)
         prev = torch.full((batch,), self.num_devices, dtype=torch.long)
-        state = None
-        out = []
+        out = torch.empty(batch, G, dtype=torch.long)
+        logp = torch.zeros(batch)
         for t in range(G):
-            x = torch.cat([self.device_embed(prev), enc[t].expand(batch, H)], dim=1)[:, None]
-            h, state = self.decoder(x, state)
-            logits = self._logits(h[:, 0], enc)
-            prev = logits.argmax(dim=1) if greedy else torch.distributions.Categorical(logits=logits).sample()
-            out.append(prev)
-        return torch.stack(out, dim=1)
+            gates = dev_gates[prev] + enc_gates[t] + h @ w_hh.T
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            attn = torch.softmax(self.query(h) @ keys, dim=-1)
+            raw = h @ w_out.T + attn @ ctx_logits
+            if self.position_bias is not None:
+                raw = raw + self.position_bias[t]
+            logits = torch.log_softmax(raw, dim=-1)
+            if greedy:
+                prev = logits.argmax(dim=1)
+            else:
+                prev = torch.multinomial(logits.exp(), 1, generator=generator)[:, 0]
+            logp += logits.gather(1, prev[:, None])[:, 0]
+            out[:, t] = prev
+        return out, logp
+
+    def sample(self, feats: Tensor, batch: int, greedy: bool = False) -> Tensor:
+        """Placements [B, G], decoded one group at a time."""
+        return self.sample_with_logp(feats, batch, greedy)[0]
 
     def score(self, feats: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probability [B] and entropy [B] of placements `actions` [B, G] (teacher forced)."""
@@ -69,78 +106,129 @@ class Seq2SeqPlacer(nn.Module):
         start = torch.full((B, 1), self.num_devices, dtype=torch.long)
         prev = torch.cat([start, actions[:, :-1]], dim=1)
         x = torch.cat([self.device_embed(prev), enc.expand(B, G, enc.shape[1])], dim=2)
-        logp_all = torch.log_softmax(self._logits(self.decoder(x)[0], enc), dim=-1)  # [B, G, D]
+        raw = self._logits(self.decoder(x)[0], enc)
+        if self.position_bias is not None:
+            raw = raw + self.position_bias
+        logp_all = torch.log_softmax(raw, dim=-1)  # [B, G, D]
         logp = logp_all.gather(2, actions[..., None])[..., 0].sum(dim=1)
         ent = -(logp_all.exp() * logp_all).sum(dim=(1, 2))
         return logp, ent
 
 
+class CachedCost:
+    """The problem's cost with repeated placements looked up (the simulator is deterministic).
+
+    `counter[0]` is incremented once per simulator call (shared across several caches).
+    """
+
+    def __init__(self, problem: DevicePlacementProblem, counter: list[int] | None = None) -> None:
+        self.problem, self.table = problem, {}
+        self.counter = counter if counter is not None else [0]
+
+    def __call__(self, placement: np.ndarray) -> float:
+        key = np.asarray(placement, dtype=np.int16).tobytes()
+        c = self.table.get(key)
+        if c is None:
+            c = self.table[key] = float(self.problem.cost(placement))
+            self.counter[0] += 1
+        return c
+
+
+def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, init: np.ndarray,
+            steps: int, target_prob: float = 0.5) -> int:
+    """Fit the policy to placement `init` (cross-entropy) until it has probability >= target_prob."""
+    target = torch.as_tensor(np.asarray(init, dtype=np.int64))[None]
+    for step in range(steps):
+        logp, _ = policy.score(feats, target)
+        if float(logp.detach()) >= math.log(target_prob):
+            return step
+        opt.zero_grad()
+        (-logp.mean() / target.shape[1]).backward()
+        opt.step()
+    return steps
+
+
 def train_colocrl(
     problem: DevicePlacementProblem,
-    budget_s: float,
+    budget_s: float | None = None,
     seed: int = 0,
     batch: int = 32,
     lr: float = 3e-3,
-    entropy_coef: float = 1e-3,
-    baseline_decay: float = 0.9,
+    entropy_coef: float = 3e-2,
+    epochs: int = 1,
+    clip: float = 0.2,
     init: np.ndarray | None = None,
     imitation_steps: int = 0,
     max_iters: int | None = None,
+    restarts: int = 1,
+    hidden: int = 64,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
-    """REINFORCE on the seq2seq placer within `budget_s` seconds; returns the best placement found.
+    """REINFORCE on the seq2seq placer: `restarts` independent runs (seeds seed, seed+1, ...) of
+    `max_iters / restarts` iterations each (and at most `budget_s / restarts` seconds each).
 
-    With `init` and `imitation_steps` > 0 the policy is first fitted (cross-entropy, at most that
-    many steps, until it gives `init` probability >= 1/2) to `init`, a
-    heuristic's placement, so the search starts near it (reported as such; off by default).
+    With `init` and `imitation_steps` > 0 each run's policy is first fitted (cross-entropy, at most
+    that many steps, until it gives `init` probability >= 1/2) to `init`, a heuristic's placement,
+    so the search starts near it (reported as such; off by default). Returns the best placement
+    sampled over all runs; `evaluations` counts simulator calls (distinct placements per run).
     """
-    torch.manual_seed(seed)
+    if budget_s is None and max_iters is None:
+        raise ValueError("give budget_s or max_iters (or both)")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
     feats = torch.as_tensor(problem.node_features())
-    policy = Seq2SeqPlacer(feats.shape[1], problem.num_slots)
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
     start = time.perf_counter()
-    if init is not None and imitation_steps > 0:
-        target = torch.as_tensor(np.asarray(init, dtype=np.int64))[None]
-        for _ in range(imitation_steps):  # until the whole placement has probability >= 1/2
-            logp, _ = policy.score(feats, target)
-            if float(logp.detach()) >= math.log(0.5):
-                break
-            opt.zero_grad()
-            (-logp.mean() / problem.num_nodes).backward()
-            opt.step()
-    best, best_cost, baseline, evals, it = None, math.inf, None, 0, 0
+    best, best_cost, samples, it = None, math.inf, 0, 0
+    counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
-    bar = progress(total=None, desc="rl (seq2seq REINFORCE)", unit="it")
-    interrupted = False
+    curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
+    bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it")
+    interrupted, stop = False, False
     try:
-        while time.perf_counter() - start < budget_s and (max_iters is None or it < max_iters):
-            actions = policy.sample(feats, batch)
-            placements = actions.numpy()
-            costs = np.array([problem.cost(p) for p in placements])
-            evals += batch
-            k = int(np.argmin(costs))
-            if costs[k] < best_cost:
-                best, best_cost = placements[k].copy(), float(costs[k])
-                history.append((evals, time.perf_counter() - start, best_cost))
-            reward = -np.sqrt(costs)
-            baseline = (
-                reward.mean()
-                if baseline is None
-                else baseline_decay * baseline + (1 - baseline_decay) * reward.mean()
-            )
-            adv = torch.as_tensor(reward - baseline, dtype=torch.float32)
-            adv = adv / (adv.std() + 1e-8) if batch > 1 else adv
-            logp, ent = policy.score(feats, actions)
-            loss = -(adv * logp).mean() - entropy_coef * ent.mean()
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-            it += 1
-            bar.update(1)
-            bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs.mean() * 1e3:.2f}")
-            if callback is not None and callback(it, best_cost):
+        for run in range(restarts):
+            run_start = time.perf_counter()
+            run_iters = None if max_iters is None else max_iters * (run + 1) // restarts - it
+            torch.manual_seed(seed + run)
+            gen = torch.Generator().manual_seed(seed + run)
+            policy = Seq2SeqPlacer(feats.shape[1], problem.num_slots, hidden=hidden)
+            if init is not None and imitation_steps > 0:
+                imitate(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), feats, init, imitation_steps)
+            opt = torch.optim.Adam(policy.parameters(), lr=lr)
+            cost_fn = CachedCost(problem, counter)
+            run_it = 0
+            while (budget_s is None or time.perf_counter() - run_start < budget_s / restarts) and (
+                run_iters is None or run_it < run_iters
+            ):
+                actions, old_logp = policy.sample_with_logp(feats, batch, generator=gen)
+                placements = actions.numpy()
+                costs = np.array([cost_fn(p) for p in placements])
+                samples += batch
+                curve.append((float(costs.mean()), len({q.tobytes() for q in placements})))
+                k = int(np.argmin(costs))
+                if costs[k] < best_cost:
+                    best, best_cost = placements[k].copy(), float(costs[k])
+                    history.append((counter[0], time.perf_counter() - start, best_cost))
+                reward = -np.sqrt(costs)  # the paper's reward; OOM placements carry the penalty
+                adv = reward - reward.mean()
+                adv = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
+                for _ in range(epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
+                    logp, ent = policy.score(feats, actions)
+                    ratio = torch.exp(logp - old_logp)
+                    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+                    loss = -surrogate.mean() - entropy_coef * ent.mean()
+                    opt.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                    opt.step()
+                it += 1
+                run_it += 1
+                bar.update(1)
+                bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs.mean() * 1e3:.2f}")
+                if callback is not None and callback(it, best_cost):
+                    stop = True
+                    break
+            if stop:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -149,9 +237,11 @@ def train_colocrl(
     return {
         "placement": best,
         "cost": best_cost,
-        "evaluations": evals,
+        "evaluations": counter[0],
+        "samples": samples,
         "iterations": it,
         "wall_s": time.perf_counter() - start,
         "history": history,
+        "curve": curve,
         "interrupted": interrupted,
     }

@@ -97,8 +97,14 @@ def run_method(
     seed: int = 0,
     init: np.ndarray | None = None,
     rl_imitation: bool = False,
+    rl_iters: int | None = None,
+    rl_restarts: int = 3,
 ) -> MethodResult:
-    """Run method `name` (see METHODS). `init` seeds SA (and RL/PPO when `rl_imitation`)."""
+    """Run method `name` (see METHODS). `init` seeds SA (and RL/PPO when `rl_imitation`).
+
+    RL runs `rl_iters` REINFORCE iterations in all when given (reproducible for a seed), with
+    `budget_s` as a wall-time cap, over `rl_restarts` independent runs (the best placement is kept).
+    """
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     evals = 0
@@ -114,10 +120,11 @@ def run_method(
     elif name == "rl":
         from moeplace.place.device.colocrl import train_colocrl
 
-        r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0)
+        r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0,
+                          max_iters=rl_iters, restarts=rl_restarts)
         placement, evals = r["placement"], r["evaluations"]
-        extra = {"iterations": r["iterations"], "imitation": bool(rl_imitation and init is not None),
-                 "interrupted": bool(r["interrupted"])}
+        extra = {"iterations": r["iterations"], "samples": r["samples"],
+                 "imitation": bool(rl_imitation and init is not None), "interrupted": bool(r["interrupted"])}
     elif name == "ppo":
         r = run_ppo(problem, budget_s, seed, init if rl_imitation else None)
         placement, evals = r["placement"], r["evaluations"]
