@@ -105,3 +105,16 @@ def test_no_arguments_give_the_demo_preset_and_flags_override():
     cfg = build_config(args, 66)
     assert cfg.time_budget == 180.0 and cfg.model.num_experts == 16 and cfg.lr == 1e-3
     assert build_config(parse(["lm", "train", "--time-budget", "0"]), 66).time_budget is None
+
+
+def test_router_flag_replaces_the_presets_router_options():
+    """--router noisy_topk on the demo preset (softmax top-k with aux_loss_weight) must build a model."""
+    from moeplace.cli import build_parser
+    from moeplace.cli.lm import build_config
+    from moeplace.lm.models import build_model
+
+    args = build_parser().parse_args(["lm", "train", "--router", "noisy_topk", "--pos-emb", "learned"])
+    cfg = build_config(args, 66)
+    assert cfg.model.moe_kwargs == {"router": "noisy_topk"} and cfg.model.pos_emb == "learned"
+    model = build_model(cfg.model)
+    assert type(model.blocks[-1].ffn.router).__name__ == "NoisyTopKRouter"

@@ -155,3 +155,39 @@ def test_config_roundtrip():
     assert config_from_dict(config_to_dict(cfg)) == cfg
     lc = LSTMConfig(vocab_size=20)
     assert config_from_dict(config_to_dict(lc)) == lc
+
+
+def test_rotary_embedding_matches_complex_rotation_and_is_relative():
+    """apply_rotary is the complex rotation (x_i + i x_{i+D/2}) e^{i m θ_i}, θ_i = 10000^(-2i/D);
+    so q_m · k_n depends on m - n only."""
+    from moeplace.lm.transformer import apply_rotary, rotary_tables
+
+    torch.manual_seed(0)
+    T, D = 10, 8
+    cos, sin = rotary_tables(T, D)
+    x = torch.randn(1, 1, T, D, dtype=torch.float64)
+    got = apply_rotary(x, cos.double(), sin.double())
+    theta = 10000.0 ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)
+    z = torch.complex(x[..., : D // 2], x[..., D // 2:]) * torch.polar(
+        torch.ones(T, D // 2, dtype=torch.float64), torch.arange(T, dtype=torch.float64)[:, None] * theta)
+    torch.testing.assert_close(got, torch.cat((z.real, z.imag), dim=-1))
+    q, k = torch.randn(D, dtype=torch.float64), torch.randn(D, dtype=torch.float64)
+    qs = apply_rotary(q.expand(1, 1, T, D), cos.double(), sin.double())[0, 0]
+    ks = apply_rotary(k.expand(1, 1, T, D), cos.double(), sin.double())[0, 0]
+    torch.testing.assert_close(qs[5] @ ks[2], qs[7] @ ks[4])  # same offset 3
+    torch.testing.assert_close(qs[3] @ ks[3], q @ k)  # offset 0: the plain dot product
+
+
+def test_rope_transformer_has_no_position_table_and_stays_causal():
+    kw = dict(vocab_size=20, block_size=12, n_layer=2, n_head=2, n_embd=16, d_ff=32, bias=False)
+    learned = build_model(TransformerConfig(**kw))
+    rope = build_model(TransformerConfig(pos_emb="rope", **kw)).eval()
+    assert learned.num_params() - rope.num_params() == 12 * 16  # the block_size x n_embd table
+    assert "wpe.weight" not in rope.state_dict()
+    torch.manual_seed(1)
+    idx = torch.randint(0, 20, (2, 12))
+    changed = idx.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 20
+    a, b = rope(idx)[0], rope(changed)[0]
+    torch.testing.assert_close(a[:, :8], b[:, :8])  # a later token never changes an earlier prediction
+    assert not torch.allclose(a[:, 8:], b[:, 8:])

@@ -11,7 +11,7 @@ from pathlib import Path
 _MODEL_FLAGS = {  # flag dest -> model config field (per family where names differ)
     "block_size": "block_size", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "d_ff",
     "num_experts": "num_experts", "k": "k", "d_expert": "d_expert", "moe_every": "moe_every",
-    "dropout": "dropout", "activation": "activation",
+    "dropout": "dropout", "activation": "activation", "pos_emb": "pos_emb",
 }
 _TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_decay", "grad_clip",
                 "eval_interval", "eval_tokens", "seed")
@@ -60,10 +60,13 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--k", type=int, help="experts per token")
     g.add_argument("--d-expert", type=int, help="hidden units of one expert (default d_ff / k)")
     g.add_argument("--moe-every", type=int, help="MoE in every (1) or every other (2) Transformer block")
-    g.add_argument("--router", help="MoE router (noisy_topk = the paper's)")
+    g.add_argument("--router", help="MoE router (noisy_topk = the paper's; a different router than the "
+                                    "preset's drops the preset's router options)")
     g.add_argument("--capacity-factor", type=float, help="MoE capacity factor (default: dropless)")
     g.add_argument("--dropout", type=float, help="dropout probability")
     g.add_argument("--activation", choices=["relu", "gelu", "silu"], help="FFN / expert activation")
+    g.add_argument("--pos-emb", choices=["learned", "rope"],
+                   help="Transformer positions: learned table or rotary")
     t = p.add_argument_group("training")
     t.add_argument("--batch-size", type=int, help="sequences per step (global batch)")
     t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
@@ -99,8 +102,9 @@ def build_config(args: argparse.Namespace, vocab_size: int):
             m[fld] = v
     if args.d_model is not None:
         m["n_embd" if "n_embd" in m else "d_model"] = args.d_model
-    if args.router is not None:
-        m["moe_kwargs"]["router"] = args.router
+    if args.router is not None and args.router != m["moe_kwargs"].get("router"):
+        keep = {k: v for k, v in m["moe_kwargs"].items() if k == "capacity_factor"}
+        m["moe_kwargs"] = {**keep, "router": args.router}  # the preset's router options fit its router only
     if args.capacity_factor is not None:
         m["moe_kwargs"]["capacity_factor"] = args.capacity_factor
     kw = {f: getattr(args, f) for f in _TRAIN_FLAGS if getattr(args, f, None) is not None}

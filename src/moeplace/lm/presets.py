@@ -8,6 +8,9 @@ from moeplace.lm.transformer import TransformerConfig
 
 # Paper's balancing losses (importance and load, weight 0.1 each) through the noisy top-k router.
 PAPER_MOE = {"router": "noisy_topk"}
+# GShard/Mixtral softmax top-k gating with a balance loss 0.1·E·sum_i f_i·P_i: in the small Transformers here
+# it trained faster per step and per token than noisy top-k (docs/benchmarks.md) and keeps CV(load) < 0.1.
+SOFTMAX_MOE = {"router": "softmax_topk", "aux_loss_weight": 0.1}
 
 
 def nanogpt_cpu(vocab_size: int) -> TrainConfig:
@@ -21,9 +24,9 @@ def nanogpt_cpu(vocab_size: int) -> TrainConfig:
 def demo(vocab_size: int) -> TrainConfig:
     """The default `moeplace lm train`: a sparse MoE Transformer tuned for ~165 s on 2 CPU cores."""
     model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
-                              d_ff=512, dropout=0.0, bias=False, activation="gelu",
-                              num_experts=8, k=2, moe_every=2, moe_kwargs=dict(PAPER_MOE),
-                              moe_output_scale=1.0)  # with noisy gates, 1 beat k here (docs/benchmarks.md)
+                              d_ff=512, dropout=0.0, bias=False, activation="gelu", pos_emb="rope",
+                              num_experts=8, k=2, moe_every=2, moe_kwargs=dict(SOFTMAX_MOE),
+                              moe_output_scale=1.0)
     return TrainConfig(model=model, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=0.03, max_steps=100_000,
                        time_budget=155.0, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
                        eval_interval=500, eval_tokens=8192)

@@ -35,25 +35,50 @@ class TransformerConfig:
     moe_every: int = 1              # MoE in every block (1) or every other block (2), counted from the last
     moe_kwargs: dict = field(default_factory=dict)  # for moeplace.moe.MoE (router, capacity_factor, ...)
     moe_output_scale: float | None = None  # MoE output multiplier; None = k (see Block)
+    pos_emb: str = "learned"        # "learned" absolute position embeddings (GPT-2) or "rope" (rotary)
     family: str = "transformer"
 
 
+def rotary_tables(block_size: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [block_size, head_dim / 2] of the rotary position embedding (Su et al., RoFormer)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x[..., i], x[..., i + D/2]) of x [B, H, T, D] by position-dependent angles."""
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with one fused QKV projection."""
+    """Multi-head causal self-attention with one fused QKV projection (optionally rotary positions)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f"n_embd {cfg.n_embd} must be divisible by n_head {cfg.n_head}")
+        if cfg.pos_emb not in ("learned", "rope"):
+            raise ValueError(f"pos_emb must be 'learned' or 'rope', not {cfg.pos_emb!r}")
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
+        self.rope = cfg.pos_emb == "rope"
+        if self.rope:
+            cos, sin = rotary_tables(cfg.block_size, cfg.n_embd // cfg.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rope:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
@@ -98,7 +123,7 @@ class TransformerLM(LanguageModel):
         self.cfg = cfg
         self.block_size = cfg.block_size
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_emb == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         every = max(1, cfg.moe_every)
         self.blocks = nn.ModuleList(
@@ -117,15 +142,17 @@ class TransformerLM(LanguageModel):
         T = idx.size(1)
         if self.block_size < T:
             raise ValueError(f"sequence length {T} exceeds the context {self.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        x = self.drop(x)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
 
     def embedding_params(self) -> int:
         """Token + position embedding parameters."""
-        return self.wte.weight.numel() + self.wpe.weight.numel()
+        return self.wte.weight.numel() + (self.wpe.weight.numel() if self.wpe is not None else 0)
 
     def active_flops_per_token(self) -> int:
         """Forward FLOPs per token: active matmuls (2 per multiply-add) plus causal attention scores."""
