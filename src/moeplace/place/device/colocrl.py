@@ -154,7 +154,8 @@ def train_colocrl(
     seed: int = 0,
     batch: int = 32,
     lr: float = 3e-3,
-    entropy_coef: float = 3e-2,
+    entropy_coef: float = 0.3,
+    entropy_end: float | None = 3e-3,
     epochs: int = 1,
     clip: float = 0.2,
     init: np.ndarray | None = None,
@@ -212,11 +213,18 @@ def train_colocrl(
                 reward = -np.sqrt(costs)  # the paper's reward; OOM placements carry the penalty
                 adv = reward - reward.mean()
                 adv = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
+                frac = max(
+                    run_it / run_iters if run_iters else 0.0,
+                    (time.perf_counter() - run_start) * restarts / budget_s if budget_s else 0.0,
+                )
+                coef = entropy_coef
+                if entropy_end is not None:  # geometric annealing over the run
+                    coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
                 for _ in range(epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
                     logp, ent = policy.score(feats, actions)
                     ratio = torch.exp(logp - old_logp)
                     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
-                    loss = -surrogate.mean() - entropy_coef * ent.mean()
+                    loss = -surrogate.mean() - coef * ent.mean()
                     opt.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

@@ -98,7 +98,7 @@ def run_method(
     init: np.ndarray | None = None,
     rl_imitation: bool = False,
     rl_iters: int | None = None,
-    rl_restarts: int = 3,
+    rl_restarts: int = 1,
 ) -> MethodResult:
     """Run method `name` (see METHODS). `init` seeds SA (and RL/PPO when `rl_imitation`).
 

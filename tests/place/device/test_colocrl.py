@@ -1,0 +1,82 @@
+"""The 2017 seq2seq REINFORCE placer: sampler maths, cached simulations, reproducible budgets, optimum."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from moeplace.place.device.cluster import load_cluster
+from moeplace.place.device.colocrl import CachedCost, Seq2SeqPlacer, train_colocrl
+from moeplace.place.device.graph import OpGraph
+from moeplace.place.device.problem import DevicePlacementProblem
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def branchy_problem() -> DevicePlacementProblem:
+    """8 ops (a stem, three branches of unequal work, a join) on a fast GPU, a slow GPU and a CPU."""
+    G = 1e9
+    work = np.array([1, 4, 4, 3, 3, 2, 2, 1.0]) * G
+    edges = np.array([[0, 0, 0, 1, 3, 5, 2, 4, 6], [1, 3, 5, 2, 4, 6, 7, 7, 7]])
+    n = len(work)
+    g = OpGraph(
+        names=[f"o{i}" for i in range(n)], kinds=["x"] * n, fwd_flops=work, bwd_flops=2 * work,
+        out_bytes=np.full(n, 0.2 * G), param_bytes=np.zeros(n), trivial=np.zeros(n, bool), edges=edges,
+        anchor=np.full(n, -1), scope=[""] * n, layer=[""] * n, grouping="op",
+    )
+    c = load_cluster({
+        "devices": [{"name": "fast", "flops": 4 * G, "memory": 1e12},
+                    {"name": "slow", "flops": 2 * G, "memory": 1e12},
+                    {"name": "cpu", "kind": "cpu", "flops": G, "memory": 1e12}],
+        "links": [{"between": "all", "bandwidth": 2 * G, "latency": 0.01}],
+    })
+    return DevicePlacementProblem(g, c)
+
+
+def test_batched_sampler_log_probs_equal_the_teacher_forced_score():
+    torch.manual_seed(0)
+    pol = Seq2SeqPlacer(feat_dim=5, num_devices=4, hidden=16)
+    feats = torch.randn(7, 5)
+    actions, logp = pol.sample_with_logp(feats, 50, generator=torch.Generator().manual_seed(1))
+    ref, _ = pol.score(feats, actions)  # the fused nn.LSTM path, independent of the step-by-step maths
+    torch.testing.assert_close(logp, ref.detach(), atol=1e-4, rtol=1e-4)
+    greedy, glogp = pol.sample_with_logp(feats, 1, greedy=True)
+    torch.testing.assert_close(glogp, pol.score(feats, greedy)[0].detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_cached_cost_simulates_each_distinct_placement_once():
+    prob = branchy_problem()
+    cost = CachedCost(prob)
+    rng = np.random.default_rng(0)
+    placements = rng.integers(0, 3, (200, prob.num_nodes))
+    got = [cost(p) for p in placements]
+    assert cost.counter[0] == len({p.tobytes() for p in placements})
+    assert got == [DevicePlacementProblem(prob.graph, prob.cluster).cost(p) for p in placements]
+
+
+def test_iteration_budget_is_reproducible_for_a_seed():
+    prob = branchy_problem()
+    runs = [train_colocrl(prob, seed=3, batch=8, max_iters=15, show_progress=False) for _ in range(2)]
+    assert np.array_equal(runs[0]["placement"], runs[1]["placement"])
+    assert runs[0]["cost"] == runs[1]["cost"]
+    assert runs[0]["evaluations"] == runs[1]["evaluations"] and runs[0]["iterations"] == 15
+    assert runs[0]["curve"] == runs[1]["curve"]
+
+
+def test_reinforce_from_a_heuristic_start_reaches_the_brute_force_optimum():
+    prob = branchy_problem()
+    costs = {p: prob.cost(np.array(p)) for p in itertools.product(range(3), repeat=prob.num_nodes)}
+    best = min(costs.values())
+    start = np.zeros(prob.num_nodes, np.int64)  # everything on the fast GPU (the single-device heuristic)
+    assert costs[tuple(start)] > best * 1.2
+    r = train_colocrl(prob, seed=0, batch=32, max_iters=150, init=start, imitation_steps=500,
+                      show_progress=False)
+    assert r["cost"] == pytest.approx(best)
+    assert r["evaluations"] < len(costs)  # found without enumerating every placement
