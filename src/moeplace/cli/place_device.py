@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start rl/ppo from the best heuristic's placement (imitation), not from scratch",
     )
+    p.add_argument(
+        "--rl-iters",
+        type=int,
+        default=None,
+        help="rl: this many REINFORCE iterations (same seed, same result), with --budget as a wall-time cap",
+    )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
@@ -117,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
     budget = parse_budget(args.budget)
+    if args.rl_iters is not None and args.rl_iters < 1:
+        raise InputError(f"--rl-iters: must be >= 1, got {args.rl_iters}")
     results = {}
     for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
         results[m] = run_method(m, problem, seed=args.seed)
@@ -125,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
         results[m] = run_method(
-            m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation
+            m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation,
+            rl_iters=args.rl_iters,
         )
         if results[m].extra.get("interrupted"):  # Ctrl-C: keep what this search found, run no more
             interrupted = True

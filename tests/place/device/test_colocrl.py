@@ -1,6 +1,7 @@
 """The 2017 seq2seq REINFORCE placer: sampler maths, cached simulations, reproducible budgets, optimum."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -80,3 +81,18 @@ def test_reinforce_from_a_heuristic_start_reaches_the_brute_force_optimum():
                       show_progress=False)
     assert r["cost"] == pytest.approx(best)
     assert r["evaluations"] < len(costs)  # found without enumerating every placement
+
+
+def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
+    from moeplace.cli import main
+
+    argv = ["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero", "--method",
+            "heft,rl", "--rl-imitation", "--rl-iters", "6", "--budget", "10m", "--seed", "2", "--json"]
+    runs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        runs.append({r["method"]: r for r in res["results"]}["rl"])
+    assert runs[0]["step_ms"] == runs[1]["step_ms"]
+    assert main([a if a != "6" else "0" for a in argv]) == 2
+    assert "--rl-iters" in capsys.readouterr().err
