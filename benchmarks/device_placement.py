@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
     ap.add_argument("--rl-iters", type=int, default=1000, help="REINFORCE iterations per graph x cluster")
     ap.add_argument("--rl-restarts", type=int, default=1, help="independent RL runs sharing --rl-iters")
+    ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
+    ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
     ap.add_argument("--rl-budget", type=float, default=90.0, help="RL wall-time cap (s) per graph x cluster")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
@@ -90,6 +92,7 @@ def main() -> None:
         m, x = build_benchmark(name)
         graphs[name] = trace_graph(m, x, name=name)
     rows, figures = [], {"runs": []}
+    rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs}
     for cname in args.clusters.split(","):
         cluster = load_cluster(cname)
         for gname, graph in graphs.items():
@@ -101,7 +104,7 @@ def main() -> None:
                 if b > 0:
                     res[m] = run_method(
                         m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation,
-                        rl_iters=args.rl_iters, rl_restarts=args.rl_restarts,
+                        rl_iters=args.rl_iters, rl_options=rl_options,
                     )
             single, exp = res["single"].step_time, res["expert"].step_time
             base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
@@ -188,6 +191,8 @@ def main() -> None:
         "budgets_s": {"rl_cap": args.rl_budget, "sa": args.sa_budget, "ppo": args.ppo_budget},
         "rl_iterations": args.rl_iters,
         "rl_restarts": args.rl_restarts,
+        "rl_batch": args.rl_batch,
+        "rl_epochs": args.rl_epochs,
         "rl_capped_by_wall_time": [
             f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
         ],

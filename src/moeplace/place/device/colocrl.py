@@ -134,6 +134,19 @@ class CachedCost:
         return c
 
 
+class _Quiet:
+    """Stands in for the progress bar when show_progress is False."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def set_postfix(self, **kw: object) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, init: np.ndarray,
             steps: int, target_prob: float = 0.5) -> int:
     """Fit the policy to placement `init` (cross-entropy) until it has probability >= target_prob."""
@@ -184,7 +197,7 @@ def train_colocrl(
     counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
-    bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it")
+    bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it") if show_progress else _Quiet()
     interrupted, stop = False, False
     try:
         for run in range(restarts):

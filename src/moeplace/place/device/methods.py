@@ -98,12 +98,12 @@ def run_method(
     init: np.ndarray | None = None,
     rl_imitation: bool = False,
     rl_iters: int | None = None,
-    rl_restarts: int = 1,
+    rl_options: dict[str, Any] | None = None,
 ) -> MethodResult:
     """Run method `name` (see METHODS). `init` seeds SA (and RL/PPO when `rl_imitation`).
 
     RL runs `rl_iters` REINFORCE iterations in all when given (reproducible for a seed), with
-    `budget_s` as a wall-time cap, over `rl_restarts` independent runs (the best placement is kept).
+    `budget_s` as a wall-time cap; `rl_options` are further train_colocrl arguments (batch, epochs, ...).
     """
     start = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -121,7 +121,7 @@ def run_method(
         from moeplace.place.device.colocrl import train_colocrl
 
         r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0,
-                          max_iters=rl_iters, restarts=rl_restarts)
+                          max_iters=rl_iters, **(rl_options or {}))
         placement, evals = r["placement"], r["evaluations"]
         extra = {"iterations": r["iterations"], "samples": r["samples"],
                  "imitation": bool(rl_imitation and init is not None), "interrupted": bool(r["interrupted"])}
