@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
     ap.add_argument("--rl-iters", type=int, default=1000, help="REINFORCE iterations per graph x cluster")
     ap.add_argument("--rl-restarts", type=int, default=1, help="independent RL runs sharing --rl-iters")
+    ap.add_argument("--rl-imitate-runs", type=int, default=None,
+                    help="only the first N RL runs start by imitation, the rest from scratch (default: all)")
     ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
     ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
     ap.add_argument("--rl-budget", type=float, default=90.0, help="RL wall-time cap (s) per graph x cluster")
@@ -92,7 +94,8 @@ def main() -> None:
         m, x = build_benchmark(name)
         graphs[name] = trace_graph(m, x, name=name)
     rows, figures = [], {"runs": []}
-    rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs}
+    rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
+                  "imitate_runs": args.rl_imitate_runs}
     for cname in args.clusters.split(","):
         cluster = load_cluster(cname)
         for gname, graph in graphs.items():
@@ -193,6 +196,7 @@ def main() -> None:
         "rl_restarts": args.rl_restarts,
         "rl_batch": args.rl_batch,
         "rl_epochs": args.rl_epochs,
+        "rl_imitate_runs": args.rl_imitate_runs,
         "rl_capped_by_wall_time": [
             f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
         ],

@@ -96,3 +96,15 @@ def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
     assert runs[0]["step_ms"] == runs[1]["step_ms"]
     assert main([a if a != "6" else "0" for a in argv]) == 2
     assert "--rl-iters" in capsys.readouterr().err
+
+
+def test_runs_past_imitate_runs_start_from_scratch():
+    prob = branchy_problem()
+    start = np.zeros(prob.num_nodes, np.int64)
+    scratch = train_colocrl(prob, seed=4, batch=8, max_iters=6, show_progress=False)
+    skipped = train_colocrl(prob, seed=4, batch=8, max_iters=6, init=start, imitation_steps=500,
+                            imitate_runs=0, show_progress=False)
+    imitated = train_colocrl(prob, seed=4, batch=8, max_iters=6, init=start, imitation_steps=500,
+                             show_progress=False)
+    assert skipped["curve"] == scratch["curve"]
+    assert imitated["curve"] != scratch["curve"]

@@ -175,6 +175,7 @@ def train_colocrl(
     imitation_steps: int = 0,
     max_iters: int | None = None,
     restarts: int = 1,
+    imitate_runs: int | None = None,
     hidden: int = 64,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
@@ -184,7 +185,8 @@ def train_colocrl(
 
     With `init` and `imitation_steps` > 0 each run's policy is first fitted (cross-entropy, at most
     that many steps, until it gives `init` probability >= 1/2) to `init`, a heuristic's placement,
-    so the search starts near it (reported as such; off by default). Returns the best placement
+    so the search starts near it (reported as such; off by default); with `imitate_runs` = k only
+    the first k runs do so and the others start from scratch. Returns the best placement
     sampled over all runs; `evaluations` counts simulator calls (distinct placements per run).
     """
     if budget_s is None and max_iters is None:
@@ -206,7 +208,7 @@ def train_colocrl(
             torch.manual_seed(seed + run)
             gen = torch.Generator().manual_seed(seed + run)
             policy = Seq2SeqPlacer(feats.shape[1], problem.num_slots, hidden=hidden)
-            if init is not None and imitation_steps > 0:
+            if init is not None and imitation_steps > 0 and (imitate_runs is None or run < imitate_runs):
                 imitate(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), feats, init, imitation_steps)
             opt = torch.optim.Adam(policy.parameters(), lr=lr)
             cost_fn = CachedCost(problem, counter)
