@@ -23,7 +23,9 @@ def nanogpt_cpu(vocab_size: int) -> TrainConfig:
 
 def demo(vocab_size: int) -> TrainConfig:
     """The default `moeplace lm train`: a sparse MoE Transformer tuned for ~165 s on 2 CPU cores."""
-    model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128,
+    # 2 blocks (the MoE in the second): at equal wall time on one core it beat 3 and 4 blocks, whose
+    # steps cost 1.7x and 2.2x as much (docs/benchmarks.md).
+    model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=128,
                               d_ff=512, dropout=0.0, bias=False, activation="gelu", pos_emb="rope",
                               num_experts=8, k=2, moe_every=2, moe_kwargs=dict(SOFTMAX_MOE),
                               moe_output_scale=1.0)
