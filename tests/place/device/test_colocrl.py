@@ -13,14 +13,6 @@ from moeplace.place.device.graph import OpGraph
 from moeplace.place.device.problem import DevicePlacementProblem
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def branchy_problem() -> DevicePlacementProblem:
     """8 ops (a stem, three branches of unequal work, a join) on a fast GPU, a slow GPU and a CPU."""
     G = 1e9
