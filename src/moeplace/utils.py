@@ -70,11 +70,12 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> None:
     plt.close(fig)
 
 
-def progress(total: int | None = None, desc: str = "", unit: str = "it", **kw: Any) -> Any:
-    """A tqdm progress bar on stderr with rate and ETA; quiet when MOEPLACE_NO_PROGRESS is set."""
+def progress(total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False,
+             **kw: Any) -> Any:
+    """A tqdm progress bar on stderr with rate and ETA; quiet if `disable` or MOEPLACE_NO_PROGRESS is set."""
     from tqdm.auto import tqdm
 
-    disable = bool(os.environ.get("MOEPLACE_NO_PROGRESS"))
+    disable = disable or bool(os.environ.get("MOEPLACE_NO_PROGRESS"))
     return tqdm(total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
                 file=sys.stderr, **kw)
 

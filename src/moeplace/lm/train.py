@@ -252,12 +252,7 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         elif write_files:
             save_checkpoint(ckpt, checkpoint_state(model, optimizer, cfg, s, secs, corpus))
 
-    if show_progress:
-        bar = progress(total=100, desc=describe(model).split(":")[0], unit="%")
-    else:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=100, disable=True)
+    bar = progress(total=100, desc=describe(model).split(":")[0], unit="%", disable=not show_progress)
     bar.bar_format = "{l_bar}{bar}| {n:.0f}/100% [{elapsed}<{remaining}{postfix}]"
     t0 = time.perf_counter()
     last_t, last_step = t0, step

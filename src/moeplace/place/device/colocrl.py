@@ -43,11 +43,6 @@ class Seq2SeqPlacer(nn.Module):
         self.decoder = nn.LSTM(2 * hidden, hidden, batch_first=True)
         self.query = nn.Linear(hidden, hidden)
         self.head = nn.Linear(2 * hidden, num_devices)
-        self.position_bias: nn.Parameter | None = None
-
-    def add_position_bias(self, num_groups: int) -> None:
-        """A learned per-group device bias added to the decoder's logits (zero at the start)."""
-        self.position_bias = nn.Parameter(torch.zeros(num_groups, self.num_devices))
 
     def encode(self, feats: Tensor) -> Tensor:
         """Group encodings [G, H]."""
@@ -83,10 +78,7 @@ class Seq2SeqPlacer(nn.Module):
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             attn = torch.softmax(self.query(h) @ keys, dim=-1)
-            raw = h @ w_out.T + attn @ ctx_logits
-            if self.position_bias is not None:
-                raw = raw + self.position_bias[t]
-            logits = torch.log_softmax(raw, dim=-1)
+            logits = torch.log_softmax(h @ w_out.T + attn @ ctx_logits, dim=-1)
             if greedy:
                 prev = logits.argmax(dim=1)
             else:
@@ -106,10 +98,7 @@ class Seq2SeqPlacer(nn.Module):
         start = torch.full((B, 1), self.num_devices, dtype=torch.long)
         prev = torch.cat([start, actions[:, :-1]], dim=1)
         x = torch.cat([self.device_embed(prev), enc.expand(B, G, enc.shape[1])], dim=2)
-        raw = self._logits(self.decoder(x)[0], enc)
-        if self.position_bias is not None:
-            raw = raw + self.position_bias
-        logp_all = torch.log_softmax(raw, dim=-1)  # [B, G, D]
+        logp_all = torch.log_softmax(self._logits(self.decoder(x)[0], enc), dim=-1)  # [B, G, D]
         logp = logp_all.gather(2, actions[..., None])[..., 0].sum(dim=1)
         ent = -(logp_all.exp() * logp_all).sum(dim=(1, 2))
         return logp, ent
@@ -132,19 +121,6 @@ class CachedCost:
             c = self.table[key] = float(self.problem.cost(placement))
             self.counter[0] += 1
         return c
-
-
-class _Quiet:
-    """Stands in for the progress bar when show_progress is False."""
-
-    def update(self, n: int = 1) -> None:
-        """Nothing to show."""
-
-    def set_postfix(self, **kw: object) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
 
 
 def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, init: np.ndarray,
@@ -199,7 +175,7 @@ def train_colocrl(
     counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
-    bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it") if show_progress else _Quiet()
+    bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it", disable=not show_progress)
     interrupted, stop = False, False
     try:
         for run in range(restarts):
