@@ -92,7 +92,9 @@ class OneHotMoE(nn.Module):
 
 
 class ExpertsOnly(nn.Module):
-    """The layer's expert computation alone on perfectly balanced, pre-sorted rows (no router, no dispatch).
+    """The layer's expert computation alone on perfectly balanced rows (no router, no sort, no combine).
+
+    The rows are the tokens repeated k times (one copy, as the dispatch gather makes).
 
     Its ratio to the dense FFN is the floor of the sorted-dispatch design on this machine: the same FLOPs
     as the dense FFN, but as E groups of matmuls with T·k/E rows each.
