@@ -5,14 +5,16 @@
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
 heuristic) and the 2017 seq2seq REINFORCE placer (two runs sharing --rl-iters: the first seeded the
-same way by up to 500 imitation steps unless --no-rl-imitation, the second from scratch; the best
-placement sampled is kept), each with its search time. Also measures simulator throughput on a
+same way by up to 500 imitation steps unless --no-rl-imitation, the second from scratch; with
+self-imitation and a greedy descent from each batch's best sample unless --rl-sil 0 --rl-polish 0;
+the best placement found is kept), each with its search time. --jobs 2 runs two pairs at once. Also measures simulator throughput on a
 1,000-op graph. The last line is JSON with the figures named in the issue.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 
 import numpy as np
@@ -72,6 +74,23 @@ def at_least_as_fast(result, step_time: float) -> bool:
     return bool(result.valid and result.step_time <= step_time * (1 + 1e-9))
 
 
+def run_pair(task: tuple) -> dict:
+    """Every method on one graph x cluster: heuristics, then SA, RL and PPO from the best heuristic."""
+    graph, cluster, args, rl_options = task
+    torch.set_num_threads(1)
+    prob = DevicePlacementProblem(graph, cluster)
+    res = {h: run_method(h, prob, seed=args.seed) for h in HEURISTICS}
+    valid = [r for r in res.values() if r.valid]
+    init = min(valid, key=lambda r: r.step_time).placement if valid else None
+    for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("ppo", args.ppo_budget)):
+        if b > 0:
+            res[m] = run_method(
+                m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation,
+                rl_iters=args.rl_iters, rl_options=rl_options,
+            )
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graphs", default="rnnlm,nmt2,nmt4,nmt8,inception,transformer,moe_lstm")
@@ -82,10 +101,15 @@ def main() -> None:
                     help="only the first N RL runs start by imitation, the rest from scratch")
     ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
     ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
-    ap.add_argument("--rl-budget", type=float, default=90.0, help="RL wall-time cap (s) per graph x cluster")
+    ap.add_argument("--rl-budget", type=float, default=180.0, help="RL wall-time cap (s) per graph x cluster")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
     ap.add_argument("--no-rl-imitation", action="store_true", help="RL from scratch (no imitation seed)")
+    ap.add_argument("--rl-sil", type=float, default=0.3, help="RL self-imitation weight (0: off)")
+    ap.add_argument("--rl-polish", type=int, default=300,
+                    help="RL: cost look-ups of the greedy descent from each batch's best sample (0: off)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="graph x cluster pairs run at once, one process and one core each")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     seed_everything(args.seed)
@@ -101,74 +125,70 @@ def main() -> None:
         graphs[name] = trace_graph(m, x, name=name)
     rows, figures = [], {"runs": []}
     rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
-                  "imitate_runs": args.rl_imitate_runs}
-    for cname in args.clusters.split(","):
-        cluster = load_cluster(cname)
-        for gname, graph in graphs.items():
-            prob = DevicePlacementProblem(graph, cluster)
-            res = {h: run_method(h, prob, seed=args.seed) for h in HEURISTICS}
-            valid = [r for r in res.values() if r.valid]
-            init = min(valid, key=lambda r: r.step_time).placement if valid else None
-            for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("ppo", args.ppo_budget)):
-                if b > 0:
-                    res[m] = run_method(
-                        m, prob, budget_s=b, seed=args.seed, init=init, rl_imitation=not args.no_rl_imitation,
-                        rl_iters=args.rl_iters, rl_options=rl_options,
-                    )
-            single, exp = res["single"].step_time, res["expert"].step_time
-            base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
-            best_base = min(base, key=lambda r: r.step_time) if base else None
-            run = {
-                "graph": gname,
-                "cluster": cname,
-                "ops": graph.num_ops,
-                "groups": graph.num_groups,
-                "best_baseline": best_base.method if best_base else None,
-                "best_baseline_ms": best_base.step_time * 1e3 if best_base else None,
-                "methods": {
-                    k: {
-                        "step_ms": r.step_time * 1e3,
-                        "valid": r.valid,
-                        "search_s": r.search_s,
-                        "evaluations": r.evaluations,
-                        "peak_gb": [round(float(v) / 1e9, 2) for v in r.peak_memory],
-                    }
-                    for k, r in res.items()
-                },
-            }
-            rl = res.get("rl")
-            if rl is not None:
-                base_time = best_base.step_time if best_base else np.inf
-                run["rl_ge_best_baseline"] = at_least_as_fast(rl, base_time)
-                run["rl_speedup_over_expert"] = exp / rl.step_time - 1
-                run["rl_iterations"] = rl.extra.get("iterations", 0)
-                heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
-                best_h = min((r.step_time for r in heur), default=np.inf)
-                run["rl_ge_best_heuristic"] = at_least_as_fast(rl, best_h)
-                if "sa" in res:
-                    run["rl_ge_sa"] = at_least_as_fast(rl, res["sa"].step_time)
-            figures["runs"].append(run)
-            for k, r in res.items():
-                rows.append(
-                    {
-                        "graph": gname,
-                        "cluster": cname,
-                        "method": k,
-                        "step_ms": r.step_time * 1e3,
-                        "vs_single": single / r.step_time,
-                        "vs_expert": exp / r.step_time,
-                        "valid": "valid" if r.valid else "OOM",
-                        "search_s": r.search_s,
-                        "evals": r.evaluations,
-                    }
-                )
-            print(
-                f"{gname} on {cname}: "
-                + ", ".join(
-                    f"{k} {r.step_time * 1e3:.2f}ms{'' if r.valid else ' OOM'}" for k, r in res.items()
-                ),
-                flush=True,
+                  "imitate_runs": args.rl_imitate_runs, "sil_coef": args.rl_sil,
+                  "polish_calls": args.rl_polish}
+    pairs = [(g, c) for c in args.clusters.split(",") for g in graphs]
+    tasks = [(graphs[g], load_cluster(c), args, rl_options) for g, c in pairs]
+    pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
+    results = pool.imap(run_pair, tasks) if pool is not None else map(run_pair, tasks)
+    for (gname, cname), res in zip(pairs, results):
+        graph = graphs[gname]
+        single, exp = res["single"].step_time, res["expert"].step_time
+        base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
+        best_base = min(base, key=lambda r: r.step_time) if base else None
+        run = {
+            "graph": gname,
+            "cluster": cname,
+            "ops": graph.num_ops,
+            "groups": graph.num_groups,
+            "best_baseline": best_base.method if best_base else None,
+            "best_baseline_ms": best_base.step_time * 1e3 if best_base else None,
+            "methods": {
+                k: {
+                    "step_ms": r.step_time * 1e3,
+                    "valid": r.valid,
+                    "search_s": r.search_s,
+                    "evaluations": r.evaluations,
+                    "peak_gb": [round(float(v) / 1e9, 2) for v in r.peak_memory],
+                }
+                for k, r in res.items()
+            },
+        }
+        rl = res.get("rl")
+        if rl is not None:
+            base_time = best_base.step_time if best_base else np.inf
+            run["rl_ge_best_baseline"] = at_least_as_fast(rl, base_time)
+            run["rl_speedup_over_expert"] = exp / rl.step_time - 1
+            run["rl_iterations"] = rl.extra.get("iterations", 0)
+            heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
+            best_h = min((r.step_time for r in heur), default=np.inf)
+            run["rl_ge_best_heuristic"] = at_least_as_fast(rl, best_h)
+            if "sa" in res:
+                run["rl_ge_sa"] = at_least_as_fast(rl, res["sa"].step_time)
+        figures["runs"].append(run)
+        for k, r in res.items():
+            rows.append(
+                {
+                    "graph": gname,
+                    "cluster": cname,
+                    "method": k,
+                    "step_ms": r.step_time * 1e3,
+                    "vs_single": single / r.step_time,
+                    "vs_expert": exp / r.step_time,
+                    "valid": "valid" if r.valid else "OOM",
+                    "search_s": r.search_s,
+                    "evals": r.evaluations,
+                }
             )
+        print(
+            f"{gname} on {cname}: "
+            + ", ".join(
+                f"{k} {r.step_time * 1e3:.2f}ms{'' if r.valid else ' OOM'}" for k, r in res.items()
+            ),
+            flush=True,
+        )
+    if pool is not None:
+        pool.close()
     print(markdown_table(rows))
     runs = figures["runs"]
     with_rl = [r for r in runs if "rl_ge_best_baseline" in r]
@@ -202,6 +222,9 @@ def main() -> None:
         "rl_batch": args.rl_batch,
         "rl_epochs": args.rl_epochs,
         "rl_imitate_runs": args.rl_imitate_runs,
+        "rl_sil": args.rl_sil,
+        "rl_polish": args.rl_polish,
+        "jobs": args.jobs,
         "rl_capped_by_wall_time": [
             f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
         ],

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from moeplace.place.device.cluster import load_cluster
-from moeplace.place.device.colocrl import CachedCost, Seq2SeqPlacer, train_colocrl
+from moeplace.place.device.colocrl import (
+    CachedCost,
+    Seq2SeqPlacer,
+    polish,
+    sil_targets,
+    train_colocrl,
+)
 from moeplace.place.device.graph import OpGraph
 from moeplace.place.device.problem import DevicePlacementProblem
 
@@ -70,7 +76,7 @@ def test_reinforce_from_a_heuristic_start_reaches_the_brute_force_optimum():
     start = np.zeros(prob.num_nodes, np.int64)  # everything on the fast GPU (the single-device heuristic)
     assert costs[tuple(start)] > best * 1.2
     r = train_colocrl(prob, seed=0, batch=32, max_iters=150, init=start, imitation_steps=500,
-                      show_progress=False)
+                      sil_coef=0.0, polish_calls=0, show_progress=False)  # the paper's plain REINFORCE
     assert r["cost"] == pytest.approx(best)
     assert r["evaluations"] < len(costs)  # found without enumerating every placement
 
@@ -100,3 +106,48 @@ def test_runs_past_imitate_runs_start_from_scratch():
                              show_progress=False)
     assert skipped["curve"] == scratch["curve"]
     assert imitated["curve"] != scratch["curve"]
+
+
+def test_polish_stops_at_a_single_move_local_optimum():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)  # independent cost, no cache
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        start = rng.integers(0, 3, prob.num_nodes)
+        got, cost = polish(start, ref.cost(start), CachedCost(prob), 3, rng, max_calls=10_000)
+        assert cost == ref.cost(got) <= ref.cost(start)
+        for g, d in itertools.product(range(prob.num_nodes), range(3)):  # brute force: no move improves
+            moved = got.copy()
+            moved[g] = d
+            assert ref.cost(moved) >= cost
+
+
+def test_polish_respects_its_call_budget():
+    prob = branchy_problem()
+    cost = CachedCost(prob)
+    start = np.zeros(prob.num_nodes, np.int64)
+    polish(start, prob.cost(start), cost, 3, np.random.default_rng(0), max_calls=5)
+    assert cost.counter[0] <= 5
+
+
+def test_self_imitation_targets_are_the_placements_beating_the_batch_mean():
+    elite = [(1.0, np.array([0, 1])), (4.0, np.array([1, 1])), (9.0, np.array([2, 0])),
+             (16.0, np.array([0, 0]))]
+    reward = np.array([-2.0, -3.0, -4.0])  # mean -3, population std sqrt(2/3)
+    actions, w = sil_targets(elite, reward)
+    assert actions.tolist() == [[0, 1], [1, 1]]  # rewards -1 and -2 beat -3; -3 and -4 do not
+    np.testing.assert_allclose(w.numpy(), np.array([2.0, 1.0]) / np.sqrt(2 / 3), rtol=1e-6)
+    assert sil_targets(elite[2:], reward) is None
+
+
+def test_a_self_imitation_step_raises_the_targets_log_probability():
+    torch.manual_seed(0)
+    pol = Seq2SeqPlacer(feat_dim=5, num_devices=3, hidden=16)
+    feats = torch.randn(6, 5)
+    actions, w = sil_targets([(1.0, np.array([2, 0, 1, 1, 0, 2])), (2.0, np.array([0, 0, 1, 2, 2, 1]))],
+                             np.array([-1.5, -2.0]))
+    before = pol.score(feats, actions)[0].detach()
+    opt = torch.optim.SGD(pol.parameters(), lr=0.05)
+    (-(w * pol.score(feats, actions)[0]).sum()).backward()
+    opt.step()
+    assert (pol.score(feats, actions)[0].detach() > before).all()

@@ -9,6 +9,13 @@ the distinct ones (the simulator is deterministic, so repeated placements are lo
 re-simulated), advantage = reward - batch mean, divided by the batch's standard deviation, then a
 few gradient epochs on that batch with the PPO-style clipped ratio (the first epoch is the plain
 REINFORCE gradient). Budgets are iterations (reproducible for a seed) with wall time as a cap.
+
+Two additions to the paper, on by default (`sil_coef=0, polish_calls=0` gives the paper's plain
+REINFORCE): self-imitation (Oh et al., ICML 2018) adds the log-probability of the best placements
+found so far that beat the batch's mean reward, weighted by how much, so good rare samples are
+not forgotten; and expert iteration (Anthony et al., 2017): the batch's best sample is improved by a
+short greedy descent (one group moved at a time) and the result joins the batch's placements, so the
+self-imitation term teaches the policy what the search found.
 """
 
 from __future__ import annotations
@@ -123,6 +130,39 @@ class CachedCost:
         return c
 
 
+def polish(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices: int,
+           rng: np.random.Generator, max_calls: int) -> tuple[np.ndarray, float]:
+    """Greedy first-improvement descent: move one group to another device while that lowers the
+    cost, until a full pass over the groups finds nothing or `max_calls` costs were looked up."""
+    best, best_cost, calls = placement.copy(), cost, 0
+    improved = True
+    while improved and calls < max_calls:
+        improved = False
+        for g in rng.permutation(len(best)):
+            for d in rng.permutation(num_devices):
+                if d == best[g] or calls >= max_calls:
+                    continue
+                trial = best.copy()
+                trial[g] = d
+                c = cost_fn(trial)
+                calls += 1
+                if c < best_cost:
+                    best, best_cost, improved = trial, c, True
+                    break
+    return best, best_cost
+
+
+def sil_targets(elite: list[tuple[float, np.ndarray]], reward: np.ndarray) -> tuple[Tensor, Tensor] | None:
+    """Self-imitation targets: the (cost, placement) pairs whose reward -sqrt(cost) beats the batch's
+    mean reward, weighted by the margin in batch standard deviations; None when none does."""
+    e_reward = -np.sqrt(np.array([c for c, _ in elite]))
+    w = np.maximum(e_reward - reward.mean(), 0.0) / (reward.std() + 1e-12)
+    if not (w > 0).any():
+        return None
+    actions = np.stack([p for _, p in elite])[w > 0]
+    return torch.as_tensor(actions, dtype=torch.long), torch.as_tensor(w[w > 0], dtype=torch.float32)
+
+
 def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, init: np.ndarray,
             steps: int, target_prob: float = 0.5) -> int:
     """Fit the policy to placement `init` (cross-entropy) until it has probability >= target_prob."""
@@ -153,6 +193,9 @@ def train_colocrl(
     restarts: int = 1,
     imitate_runs: int | None = None,
     hidden: int = 64,
+    sil_coef: float = 0.3,
+    sil_size: int = 16,
+    polish_calls: int = 100,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
@@ -162,8 +205,11 @@ def train_colocrl(
     With `init` and `imitation_steps` > 0 each run's policy is first fitted (cross-entropy, at most
     that many steps, until it gives `init` probability >= 1/2) to `init`, a heuristic's placement,
     so the search starts near it (reported as such; off by default); with `imitate_runs` = k only
-    the first k runs do so and the others start from scratch. Returns the best placement
-    sampled over all runs; `evaluations` counts simulator calls (distinct placements per run).
+    the first k runs do so and the others start from scratch. `sil_coef` weighs the
+    self-imitation term over the `sil_size` best placements; `polish_calls` bounds the cost look-ups
+    of each iteration's greedy descent (0: none). Returns the best placement sampled or polished
+    over all runs, and the last run's policy; `evaluations` counts simulator calls (distinct
+    placements per run).
     """
     if budget_s is None and max_iters is None:
         raise ValueError("give budget_s or max_iters (or both)")
@@ -172,6 +218,7 @@ def train_colocrl(
     feats = torch.as_tensor(problem.node_features())
     start = time.perf_counter()
     best, best_cost, samples, it = None, math.inf, 0, 0
+    policy: Seq2SeqPlacer | None = None
     counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
@@ -183,11 +230,13 @@ def train_colocrl(
             run_iters = None if max_iters is None else max_iters * (run + 1) // restarts - it
             torch.manual_seed(seed + run)
             gen = torch.Generator().manual_seed(seed + run)
+            np_rng = np.random.default_rng(seed + run)
             policy = Seq2SeqPlacer(feats.shape[1], problem.num_slots, hidden=hidden)
             if init is not None and imitation_steps > 0 and (imitate_runs is None or run < imitate_runs):
                 imitate(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), feats, init, imitation_steps)
             opt = torch.optim.Adam(policy.parameters(), lr=lr)
             cost_fn = CachedCost(problem, counter)
+            elite: dict[bytes, tuple[float, np.ndarray]] = {}  # self-imitation buffer: best distinct samples
             run_it = 0
             while (budget_s is None or time.perf_counter() - run_start < budget_s / restarts) and (
                 run_iters is None or run_it < run_iters
@@ -195,13 +244,19 @@ def train_colocrl(
                 actions, old_logp = policy.sample_with_logp(feats, batch, generator=gen)
                 placements = actions.numpy()
                 costs = np.array([cost_fn(p) for p in placements])
+                if polish_calls > 0:  # expert iteration: the batch's best sample, improved by local search
+                    k = int(np.argmin(costs))
+                    better, c = polish(placements[k], float(costs[k]), cost_fn, problem.num_slots,
+                                       np_rng, polish_calls)
+                    placements = np.concatenate([placements, better[None]])
+                    costs = np.append(costs, c)
                 samples += batch
-                curve.append((float(costs.mean()), len({q.tobytes() for q in placements})))
+                curve.append((float(costs[:batch].mean()), len({q.tobytes() for q in placements[:batch]})))
                 k = int(np.argmin(costs))
                 if costs[k] < best_cost:
                     best, best_cost = placements[k].copy(), float(costs[k])
                     history.append((counter[0], time.perf_counter() - start, best_cost))
-                reward = -np.sqrt(costs)  # the paper's reward; OOM placements carry the penalty
+                reward = -np.sqrt(costs[:batch])  # the paper's reward; OOM placements carry the penalty
                 adv = reward - reward.mean()
                 adv = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
                 frac = max(
@@ -211,11 +266,19 @@ def train_colocrl(
                 coef = entropy_coef
                 if entropy_end is not None:  # geometric annealing over the run
                     coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
+                sil = None
+                if sil_coef > 0:  # self-imitation: the best placements so far that beat this batch's mean
+                    for p, c in zip(placements, costs):
+                        elite.setdefault(p.tobytes(), (float(c), p))
+                    elite = dict(sorted(elite.items(), key=lambda kv: kv[1][0])[:sil_size])
+                    sil = sil_targets(list(elite.values()), reward)
                 for _ in range(epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
                     logp, ent = policy.score(feats, actions)
                     ratio = torch.exp(logp - old_logp)
                     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
                     loss = -surrogate.mean() - coef * ent.mean()
+                    if sil is not None:
+                        loss = loss - sil_coef * (sil[1] * policy.score(feats, sil[0])[0]).sum() / batch
                     opt.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
@@ -223,7 +286,7 @@ def train_colocrl(
                 it += 1
                 run_it += 1
                 bar.update(1)
-                bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs.mean() * 1e3:.2f}")
+                bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs[:batch].mean() * 1e3:.2f}")
                 if callback is not None and callback(it, best_cost):
                     stop = True
                     break
@@ -243,4 +306,5 @@ def train_colocrl(
         "history": history,
         "curve": curve,
         "interrupted": interrupted,
+        "policy": policy,
     }
