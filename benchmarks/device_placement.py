@@ -8,7 +8,8 @@ heuristic) and the 2017 seq2seq REINFORCE placer (two runs sharing --rl-iters: t
 same way by up to 500 imitation steps unless --no-rl-imitation, the second from scratch; with
 self-imitation and a greedy descent from each batch's best sample unless --rl-sil 0 --rl-polish 0;
 the best placement found is kept), each with its search time. --jobs 2 runs two pairs at once.
-Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures named in the issue.
+Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
+named in the issue.
 """
 
 from __future__ import annotations
