@@ -42,6 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="rl: this many REINFORCE iterations (same seed, same result), with --budget as a wall-time cap",
     )
+    p.add_argument(
+        "--rl-plain",
+        action="store_true",
+        help="rl: the 2017 paper's plain REINFORCE (no self-imitation, no greedy polishing of samples)",
+    )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
@@ -131,10 +136,11 @@ def run(args: argparse.Namespace) -> int:
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
+    plain = {"sil_coef": 0.0, "polish_calls": 0}  # --rl-plain: REINFORCE only
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
         results[m] = run_method(
             m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation,
-            rl_iters=args.rl_iters,
+            rl_iters=args.rl_iters, rl_options=plain if args.rl_plain else None,
         )
         if results[m].extra.get("interrupted"):  # Ctrl-C: keep what this search found, run no more
             interrupted = True
@@ -163,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 "peak_gb": "/".join(f"{x / 1e9:.1f}" for x in r.peak_memory),
                 "valid": "valid" if r.valid else "OOM",
                 "search_s": r.search_s,
+                "evals": r.evaluations,
             }
         )
     summary = graph.summary()

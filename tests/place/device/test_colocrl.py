@@ -96,6 +96,20 @@ def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
     assert "--rl-iters" in capsys.readouterr().err
 
 
+def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
+    from moeplace.cli import main
+
+    argv = ["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero", "--method", "rl",
+            "--rl-iters", "4", "--budget", "10m", "--json"]
+    evals = {}
+    for extra in ([], ["--rl-plain"]):
+        assert main(argv + extra) == 0
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        evals[bool(extra)] = out["results"][0]["evals"]
+    assert evals[True] <= 4 * 32  # plain REINFORCE: at most the distinct sampled placements
+    assert evals[False] > evals[True]  # the greedy descent from each batch's best adds new placements
+
+
 def test_runs_past_imitate_runs_start_from_scratch():
     prob = branchy_problem()
     start = np.zeros(prob.num_nodes, np.int64)
