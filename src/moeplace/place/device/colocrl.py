@@ -195,7 +195,7 @@ def train_colocrl(
     hidden: int = 64,
     sil_coef: float = 0.3,
     sil_size: int = 16,
-    polish_calls: int = 100,
+    polish_calls: int = 300,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
