@@ -244,19 +244,19 @@ def train_colocrl(
                 actions, old_logp = policy.sample_with_logp(feats, batch, generator=gen)
                 placements = actions.numpy()
                 costs = np.array([cost_fn(p) for p in placements])
+                found, found_costs = placements, costs  # the samples, plus the polished one if any
                 if polish_calls > 0:  # expert iteration: the batch's best sample, improved by local search
                     k = int(np.argmin(costs))
                     better, c = polish(placements[k], float(costs[k]), cost_fn, problem.num_slots,
                                        np_rng, polish_calls)
-                    placements = np.concatenate([placements, better[None]])
-                    costs = np.append(costs, c)
+                    found, found_costs = np.concatenate([placements, better[None]]), np.append(costs, c)
                 samples += batch
-                curve.append((float(costs[:batch].mean()), len({q.tobytes() for q in placements[:batch]})))
-                k = int(np.argmin(costs))
-                if costs[k] < best_cost:
-                    best, best_cost = placements[k].copy(), float(costs[k])
+                curve.append((float(costs.mean()), len({q.tobytes() for q in placements})))
+                k = int(np.argmin(found_costs))
+                if found_costs[k] < best_cost:
+                    best, best_cost = found[k].copy(), float(found_costs[k])
                     history.append((counter[0], time.perf_counter() - start, best_cost))
-                reward = -np.sqrt(costs[:batch])  # the paper's reward; OOM placements carry the penalty
+                reward = -np.sqrt(costs)  # the paper's reward; OOM placements carry the penalty
                 adv = reward - reward.mean()
                 adv = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
                 frac = max(
@@ -268,7 +268,7 @@ def train_colocrl(
                     coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
                 sil = None
                 if sil_coef > 0:  # self-imitation: the best placements so far that beat this batch's mean
-                    for p, c in zip(placements, costs):
+                    for p, c in zip(found, found_costs):
                         elite.setdefault(p.tobytes(), (float(c), p))
                     elite = dict(sorted(elite.items(), key=lambda kv: kv[1][0])[:sil_size])
                     sil = sil_targets(list(elite.values()), reward)
@@ -286,7 +286,7 @@ def train_colocrl(
                 it += 1
                 run_it += 1
                 bar.update(1)
-                bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs[:batch].mean() * 1e3:.2f}")
+                bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}", mean_ms=f"{costs.mean() * 1e3:.2f}")
                 if callback is not None and callback(it, best_cost):
                     stop = True
                     break
