@@ -1,12 +1,14 @@
 """Event-driven simulator of one training step of a placed op graph.
 
-Model: each device runs one op at a time from a FIFO queue of ready ops; each ordered device pair
-has a link that carries one transfer at a time (FIFO), taking latency + bytes / bandwidth, while
-the devices keep computing. The forward pass runs every op; an op's output goes once to each other
-device that consumes it. The backward op of `j` runs on `j`'s device after its forward op and after
-the gradients of all its consumers have arrived (consumers on another device sum their gradients
-there and send them back in one transfer). Op time = FLOPs / device FLOP/s + the device's per-op
-overhead (ops that only view or name tensors take no time).
+Model: each device runs one op at a time from a FIFO queue of ready ops (when several devices are
+idle at the same instant, the lowest-numbered task starts first, so identical devices can be
+renumbered without changing any time); each ordered device pair has a link that carries one
+transfer at a time (FIFO), taking latency + bytes / bandwidth, while the devices keep computing.
+The forward pass runs every op; an op's output goes once to each other device that consumes it.
+The backward op of `j` runs on `j`'s device after its forward op and after the gradients of all
+its consumers have arrived (consumers on another device sum their gradients there and send them
+back in one transfer). Op time = FLOPs / device FLOP/s + the device's per-op overhead (ops that
+only view or name tensors take no time).
 
 Memory per device = parameters x (1 weights + 1 gradients + optimizer_state_factor) + the peak of
 live activations: an op's output is held from its forward until its backward finishes; a copy
@@ -136,15 +138,24 @@ def _simulate(
             d = dev[t % n]
             queue[d, qtail[d]] = t
             qtail[d] += 1
-    for d in range(D):
-        if qtail[d] > qhead[d]:
-            t = queue[d, qhead[d]]
-            qhead[d] += 1
-            busy[d] = True
-            task_start[t] = 0.0
-            hsize = _heap_push(ht, hs, he, hsize, dur[t], seq, t)
+    while True:
+        # start the next queued task on every idle device, lowest task id first, so that events
+        # ending at the same time are ordered by task, not by device index (identical devices
+        # can then be renumbered without changing the step time)
+        while True:
+            best_d, best_t = -1, 2 * n
+            for d in range(D):
+                if not busy[d] and qtail[d] > qhead[d] and queue[d, qhead[d]] < best_t:
+                    best_d, best_t = d, queue[d, qhead[d]]
+            if best_d < 0:
+                break
+            qhead[best_d] += 1
+            busy[best_d] = True
+            task_start[best_t] = now
+            hsize = _heap_push(ht, hs, he, hsize, now + dur[best_t], seq, best_t)
             seq += 1
-    while hsize > 0:
+        if hsize == 0:
+            break
         now, ev, hsize = _heap_pop(ht, hs, he, hsize)
         newly = 0  # tasks made ready by this event are appended to their device queues
         if ev < 2 * n:
@@ -234,14 +245,6 @@ def _simulate(
                     qtail[dj] += 1
         if newly < 0:
             busy[-1 - newly] = False
-        for d in range(D):
-            if not busy[d] and qtail[d] > qhead[d]:
-                t = queue[d, qhead[d]]
-                qhead[d] += 1
-                busy[d] = True
-                task_start[t] = now
-                hsize = _heap_push(ht, hs, he, hsize, now + dur[t], seq, t)
-                seq += 1
     return now, peak, ncopy
 
 
