@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
-    plain = {"sil_coef": 0.0, "polish_calls": 0}  # --rl-plain: REINFORCE only
+    plain = {"sil_coef": 0.0, "polish_calls": 0, "final_polish_calls": 0}  # --rl-plain: REINFORCE only
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
         results[m] = run_method(
             m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation,

@@ -136,6 +136,22 @@ def test_polish_stops_at_a_single_move_local_optimum():
             assert ref.cost(moved) >= cost
 
 
+def test_rl_answer_is_a_single_move_local_optimum_after_the_final_descent():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+
+    def improving_moves(p, c):
+        return [(g, d) for g, d in itertools.product(range(prob.num_nodes), range(3))
+                if ref.cost(np.where(np.arange(prob.num_nodes) == g, d, p)) < c]
+
+    kw = dict(seed=1, batch=4, max_iters=1, sil_coef=0.0, polish_calls=0, show_progress=False)
+    raw = train_colocrl(prob, final_polish_calls=0, **kw)  # one batch of 4 samples: its best
+    assert improving_moves(raw["placement"], raw["cost"])  # ... can still be improved by one move
+    done = train_colocrl(prob, **kw)
+    assert done["cost"] == ref.cost(done["placement"]) < raw["cost"]
+    assert improving_moves(done["placement"], done["cost"]) == []
+
+
 def test_polish_respects_its_call_budget():
     prob = branchy_problem()
     cost = CachedCost(prob)

@@ -195,7 +195,8 @@ def train_colocrl(
     hidden: int = 64,
     sil_coef: float = 0.3,
     sil_size: int = 16,
-    polish_calls: int = 300,
+    polish_calls: int = 500,
+    final_polish_calls: int = 5000,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
@@ -207,9 +208,10 @@ def train_colocrl(
     so the search starts near it (reported as such; off by default); with `imitate_runs` = k only
     the first k runs do so and the others start from scratch. `sil_coef` weighs the
     self-imitation term over the `sil_size` best placements; `polish_calls` bounds the cost look-ups
-    of each iteration's greedy descent (0: none). Returns the best placement sampled or polished
-    over all runs, and the last run's policy; `evaluations` counts simulator calls (distinct
-    placements per run).
+    of each iteration's greedy descent (0: none); at the end the best placement found is descended
+    further, to a single-move local optimum or `final_polish_calls` look-ups. Returns the best
+    placement sampled or polished over all runs, and the last run's policy; `evaluations` counts
+    simulator calls (distinct placements per run).
     """
     if budget_s is None and max_iters is None:
         raise ValueError("give budget_s or max_iters (or both)")
@@ -292,6 +294,10 @@ def train_colocrl(
                     break
             if stop:
                 break
+        if best is not None and final_polish_calls > 0:  # the answer: a local optimum if the calls allow
+            best, best_cost = polish(best, best_cost, CachedCost(problem, counter), problem.num_slots,
+                                     np.random.default_rng(seed), final_polish_calls)
+            history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
         interrupted = True
     finally:
