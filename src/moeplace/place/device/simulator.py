@@ -143,10 +143,12 @@ def _simulate(
         # ending at the same time are ordered by task, not by device index (identical devices
         # can then be renumbered without changing the step time)
         while True:
-            best_d, best_t = -1, 2 * n
+            best_d, best_t, startable = -1, 2 * n, 0
             for d in range(D):
-                if not busy[d] and qtail[d] > qhead[d] and queue[d, qhead[d]] < best_t:
-                    best_d, best_t = d, queue[d, qhead[d]]
+                if not busy[d] and qtail[d] > qhead[d]:
+                    startable += 1
+                    if queue[d, qhead[d]] < best_t:
+                        best_d, best_t = d, queue[d, qhead[d]]
             if best_d < 0:
                 break
             qhead[best_d] += 1
@@ -154,6 +156,8 @@ def _simulate(
             task_start[best_t] = now
             hsize = _heap_push(ht, hs, he, hsize, now + dur[best_t], seq, best_t)
             seq += 1
+            if startable == 1:  # the usual case: no other device to start, skip the rescan
+                break
         if hsize == 0:
             break
         now, ev, hsize = _heap_pop(ht, hs, he, hsize)
