@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--rl-plain",
         action="store_true",
-        help="rl: the 2017 paper's plain REINFORCE (no self-imitation, no greedy polishing of samples)",
+        help="rl: the 2017 paper's plain REINFORCE (no self-imitation, no greedy descents)",
     )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
