@@ -4,10 +4,10 @@
     python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-iters 300
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
-heuristic) and the 2017 seq2seq REINFORCE placer (one run of --rl-iters iterations from scratch,
-with self-imitation and a greedy descent from each batch's best sample unless --rl-sil 0
---rl-polish 0; --rl-restarts / --rl-imitate-runs split it into independent runs, the first ones
-seeded by imitating the best heuristic; the best placement found is kept), each with its search
+heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared by --rl-restarts
+independent runs, by default two of 500: the first seeded by imitating the best heuristic
+(--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
+best sample unless --rl-sil 0 --rl-polish 0; the best placement found is kept), each with its search
 time. --jobs 2 runs two pairs at once.
 Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
 named in the issue.
@@ -99,8 +99,8 @@ def main() -> None:
     ap.add_argument("--graphs", default="rnnlm,nmt2,nmt4,nmt8,inception,transformer,moe_lstm")
     ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
     ap.add_argument("--rl-iters", type=int, default=1000, help="REINFORCE iterations per graph x cluster")
-    ap.add_argument("--rl-restarts", type=int, default=1, help="independent RL runs sharing --rl-iters")
-    ap.add_argument("--rl-imitate-runs", type=int, default=0,
+    ap.add_argument("--rl-restarts", type=int, default=2, help="independent RL runs sharing --rl-iters")
+    ap.add_argument("--rl-imitate-runs", type=int, default=1,
                     help="the first N RL runs start by imitating the best heuristic, the rest from scratch")
     ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
     ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
