@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from moeplace.place.device import colocrl as colocrl_module
 from moeplace.place.device.cluster import load_cluster
 from moeplace.place.device.colocrl import (
     CachedCost,
@@ -67,6 +68,26 @@ def test_iteration_budget_is_reproducible_for_a_seed():
     assert runs[0]["cost"] == runs[1]["cost"]
     assert runs[0]["evaluations"] == runs[1]["evaluations"] and runs[0]["iterations"] == 15
     assert runs[0]["curve"] == runs[1]["curve"]
+
+
+def test_iteration_budget_result_does_not_depend_on_the_clock(monkeypatch):
+    """With max_iters the entropy schedule follows iterations: a clock that jumps to 40% of the time cap
+    at once (a slow machine) must give the same placements as the real clock."""
+    prob = branchy_problem()
+    kw = dict(seed=5, batch=8, max_iters=12, budget_s=100.0, show_progress=False)
+    real = train_colocrl(prob, **kw)
+    calls = [0]
+
+    def jumpy_clock() -> float:
+        calls[0] += 1
+        return 0.0 if calls[0] <= 2 else 40.0  # start, run start; then 40% of the 100-s cap
+
+    monkeypatch.setattr(colocrl_module.time, "perf_counter", jumpy_clock)
+    slow = train_colocrl(prob, **kw)
+    assert slow["iterations"] == 12
+    assert slow["curve"] == real["curve"] and slow["cost"] == real["cost"]
+    for a, b in zip(slow["policy"].parameters(), real["policy"].parameters()):
+        assert torch.equal(a, b)
 
 
 def test_reinforce_from_a_heuristic_start_reaches_the_brute_force_optimum():

@@ -261,10 +261,10 @@ def train_colocrl(
                 reward = -np.sqrt(costs)  # the paper's reward; OOM placements carry the penalty
                 adv = reward - reward.mean()
                 adv = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
-                frac = max(
-                    run_it / run_iters if run_iters else 0.0,
-                    (time.perf_counter() - run_start) * restarts / budget_s if budget_s else 0.0,
-                )
+                # progress through the run: by iterations when counted (so a seed repeats whatever the
+                # machine's speed; the time budget is then only a cap), else by the time budget
+                frac = (run_it / run_iters if run_iters
+                        else (time.perf_counter() - run_start) * restarts / budget_s)
                 coef = entropy_coef
                 if entropy_end is not None:  # geometric annealing over the run
                     coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
