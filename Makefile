@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench install
+.PHONY: demo test test-slow test-cuda lint bench install
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: $(STAMP)
 ## test-slow: the longer checks that the default run leaves out
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+## test-cuda: the CUDA checks (needs a GPU and a CUDA build of torch in the environment)
+test-cuda: $(STAMP)
+	$(PY) -m pytest -q -m cuda
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -4,12 +4,15 @@ Usage:
     .venv/bin/python benchmarks/moe_layer.py                 # the issue's configurations
     .venv/bin/python benchmarks/moe_layer.py --configs 16:2 --reps 5
     .venv/bin/python benchmarks/moe_layer.py --threads 1          # single-threaded torch
+    python benchmarks/moe_layer.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
 
 2,048 tokens, d=512, h=1,024, float32, torch's default thread count. All candidates use softmax top-k
 routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
 medians taken, so a noisy shared machine affects every candidate alike. `experts_only` times the layer's
 expert matmuls alone on balanced pre-sorted rows: the floor any sorted-dispatch layer meets on this CPU
-(small per-expert matmuls run below the dense matmul's FLOP rate). The last line is JSON.
+(small per-expert matmuls run below the dense matmul's FLOP rate). On CUDA every step is synchronised
+before and after, and `moeplace_loop` is the layer with its fused grouped GEMM turned off (per-expert
+loop), shown where the fused path applies (bfloat16 on Hopper). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -112,11 +115,14 @@ class ExpertsOnly(nn.Module):
 
 
 def step_time(model: nn.Module, x: Tensor, g: Tensor) -> float:
-    """Seconds of one forward + backward (gradients reset to None first)."""
+    """Seconds of one forward + backward (gradients reset to None first; CUDA work waited for)."""
     model.zero_grad(set_to_none=True)
     x.grad = None
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
     t = time.perf_counter()
     model(x).backward(g)
+    sync()
     return time.perf_counter() - t
 
 
@@ -135,7 +141,8 @@ def saved_bytes(model: nn.Module, x: Tensor) -> int:
     return sum(seen.values())
 
 
-def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bool) -> dict:
+def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bool,
+                device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
     """Median step times of all candidates at one (E, k), interleaved, as ratios to the dense FFN."""
     torch.manual_seed(0)
     cands: dict[str, nn.Module] = {"dense": DenseFFN(d, k * h),
@@ -144,8 +151,15 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
     if baselines:
         cands["hf_loop"] = LoopMoE(d, h, E, k)
         cands["onehot_einsum"] = OneHotMoE(d, h, E, k)
-    x = torch.randn(T, d, requires_grad=True)
-    g = torch.randn(T, d)
+    for m in cands.values():
+        m.to(device, dtype)
+    x = torch.randn(T, d, device=device, dtype=dtype, requires_grad=True)
+    g = torch.randn(T, d, device=device, dtype=dtype)
+    if cands["moeplace"].experts._use_grouped_mm(x):
+        loop = MoE(d, h, E, k, router="softmax_topk", aux_loss_weight=0.0).to(device, dtype)
+        loop.load_state_dict(cands["moeplace"].state_dict())
+        loop.experts.grouped_mm = False
+        cands["moeplace_loop"] = loop
     times: dict[str, list[float]] = {n: [] for n in cands}
     for m in cands.values():  # warm-up
         step_time(m, x, g)
@@ -189,25 +203,36 @@ def main() -> None:
                     help="run the loop and one-hot baselines only up to this many experts (memory)")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, tokens {args.tokens}, "
-          f"d {args.d_model}, h {args.d_hidden}, float32, reps {args.reps}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"moe_layer.py: error: --device {args.device}: CUDA is not available")
+    dtype = getattr(torch, args.dtype)
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+             else f"threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, {where}, tokens {args.tokens}, d {args.d_model}, h {args.d_hidden}, "
+          f"{args.dtype}, reps {args.reps}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+          flush=True)
     rows = []
     for spec in args.configs.split(","):
         E, k = (int(v) for v in spec.split(":"))
         rows.append(time_config(E, k, args.tokens, args.d_model, args.d_hidden, args.reps,
-                                args.baselines_max_experts >= E))
+                                args.baselines_max_experts >= E, args.device, dtype))
         print(markdown_table([rows[-1]]), flush=True)
     print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
     print(markdown_table(rows))
-    mem = memory_growth(16, 2, args.d_model, args.d_hidden, [int(t) for t in args.memory_tokens.split(",")])
-    print("\nextra activation memory saved for backward beyond the dense FFN (E=16, k=2)")
-    print(markdown_table(mem))
+    mem = []
+    if args.memory_tokens:
+        tokens = [int(t) for t in args.memory_tokens.split(",")]
+        mem = memory_growth(16, 2, args.d_model, args.d_hidden, tokens)
+        print("\nextra activation memory saved for backward beyond the dense FFN (E=16, k=2)")
+        print(markdown_table(mem))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    print_json_line({"threads": torch.get_num_threads(), "timing": rows, "memory": mem})
+    print_json_line({"threads": torch.get_num_threads(), "device": where, "dtype": args.dtype,
+                     "tokens": args.tokens, "timing": rows, "memory": mem})
 
 
 if __name__ == "__main__":

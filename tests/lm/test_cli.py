@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from moeplace.cli import main
 
@@ -75,6 +76,11 @@ def test_user_errors_are_one_line_exit_2(text_file, tmp_path, capsys):
     bad.write_bytes(b"\x00garbage" * 10)
     assert "corrupt" in _error(["lm", "eval", str(bad)], capsys)
     assert "not found" in _error(["lm", "sample", str(tmp_path / "none.safetensors")], capsys)
+    assert "expected cpu or cuda" in _error(["lm", "train", "--corpus", str(text_file), "--device", "tpu",
+                                             *TINY], capsys)
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _error(["lm", "train", "--corpus", str(text_file), "--device",
+                                                  "cuda", *TINY], capsys)
 
 
 def test_compare_writes_table_csv_and_plots(text_file, tmp_path, capsys):

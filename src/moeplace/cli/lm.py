@@ -122,9 +122,15 @@ def _load_corpus(args: argparse.Namespace, out: Path | None):
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train on one process, or on many under torchrun (expert-parallel MoE, data-parallel rest)."""
+    import torch
+
+    from moeplace.errors import InputError
     from moeplace.lm import distributed as dist_rt
 
-    ctx = dist_rt.setup(args.dist_timeout)  # joins torchrun's process group; a no-op otherwise
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        raise InputError(f"--device {args.device}: " + ("CUDA is not available on this machine"
+                         if args.device.startswith("cuda") else "expected cpu or cuda"))
+    ctx = dist_rt.setup(args.dist_timeout, args.device)  # joins torchrun's process group; else a no-op
     with dist_rt.guard(ctx):  # a dead or hung rank -> one-line DistributedError on the others
         code = _train(args)
     dist_rt.shutdown(ctx)
@@ -154,6 +160,7 @@ def _train(args: argparse.Namespace) -> int:
     print(f"step {res['step']} ({res['tokens']:,} tokens, {res['train_seconds']:.0f} s): "
           f"val loss {res['val_loss']:.4f}, perplexity {res['val_ppl']:.2f}")
     if args.sample_tokens > 0:
+        model = model.cpu()  # sampling uses a seeded CPU generator, so text is the same whatever trained
         gen = torch.Generator().manual_seed(cfg.seed)
         start = torch.tensor([corpus.encode("\n")[:1] or [0]])
         text = corpus.decode(model.generate(start, args.sample_tokens, 0.8, 40, gen)[0, 1:].tolist())
@@ -246,6 +253,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
     p.add_argument("--dist-timeout", type=float, default=300.0,
                    help="under torchrun: seconds a rank waits for a dead or hung peer before stopping")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda / cuda:N (under torchrun: cuda gives each rank its local GPU, NCCL)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="loss and perplexity of a checkpoint")

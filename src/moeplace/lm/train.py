@@ -110,6 +110,8 @@ def evaluate(model: torch.nn.Module, data: Any, block_size: int, batch_size: int
     was_training = model.training
     model.eval()
     x, y = eval_windows(data, block_size, max_tokens)
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
     total, count = 0.0, 0
     for i in range(0, x.size(0), batch_size):
         _, loss = model(x[i: i + batch_size], y[i: i + batch_size])
@@ -208,8 +210,8 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         raise InputError(f"model vocab_size {cfg.model.vocab_size} != corpus vocabulary {corpus.vocab_size}")
     check_context(corpus, cfg.block_size)
     seed_everything(cfg.seed)
-    model = build_model(cfg.model)
     ctx = dist_rt.context()  # torchrun: expert-parallel MoE layers, data-parallel rest (lm/distributed.py)
+    model = build_model(cfg.model).to(ctx.device)  # built on the CPU from the seed, then moved
     model = dist_rt.parallelize(model, ctx)
     optimizer = make_optimizer(model, cfg)
     step, elapsed0 = 0, 0.0

@@ -9,6 +9,10 @@ On CPU the [E, in, out] weight gradient is the largest fresh allocation of a tra
 matrix at E=256, d=512, h=1,024), and torch's CPU allocator returns it to the OS when the optimiser sets
 grads to None, so every step page-faults it in again (measured ~0.6 s per matrix here, more than its
 matmuls). `GradBuffer` keeps that memory and reuses it once nothing else holds it.
+
+On CUDA in bfloat16 on Hopper or Blackwell GPUs, `Experts` uses torch's fused grouped GEMM
+(`torch._grouped_mm`, a CUTLASS kernel) instead: one launch per matrix and no host synchronisation,
+where the per-expert loop needs the row counts on the host and one launch per expert.
 """
 
 from __future__ import annotations
@@ -192,12 +196,61 @@ def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, counts: Seque
     return GroupedLinear.apply(x, weight, bias, tuple(int(c) for c in counts), grad_buffer)
 
 
+def fused_grouped_mm_available(x: Tensor, weight: Tensor) -> bool:
+    """Whether torch's fused grouped GEMM serves x @ weight[e]: CUDA, bfloat16, compute capability 9 or 10.
+
+    Elsewhere torch's `_grouped_mm` falls back to a per-group loop that copies the offsets to the host,
+    which is no better than `GroupedLinear`. Rows of both operands must be 16-byte aligned.
+    """
+    return (hasattr(torch, "_grouped_mm") and x.is_cuda and x.dtype == weight.dtype == torch.bfloat16
+            and torch.cuda.get_device_capability(x.device)[0] in (9, 10) and grouped_mm_aligned(weight))
+
+
+def grouped_mm_aligned(weight: Tensor) -> bool:
+    """torch._grouped_mm needs every row of x [N, in] and of weight [E, in, out] to start 16 bytes apart."""
+    return all((n * weight.element_size()) % 16 == 0 for n in weight.shape[1:])
+
+
+MAX_GROUPS = 512  # experts per torch._grouped_mm call (CUDA refused 1,024 groups on torch 2.11)
+
+
+def grouped_mm_linear(x: Tensor, weight: Tensor, bias: Tensor | None, tokens_per_expert: Tensor) -> Tensor:
+    """y[rows of e] = x[rows of e] @ weight[e] + bias[e] through `torch._grouped_mm` (autograd built in).
+
+    Group ends are the cumulative row counts, kept on the device; each row's bias is gathered by its
+    expert id (repeat_interleave with a known output size). Up to MAX_GROUPS experts this is one call with
+    no host synchronisation; more experts go in chunks of MAX_GROUPS, whose row bounds are read once.
+    """
+    E = weight.shape[0]
+    ends = torch.cumsum(tokens_per_expert, 0, dtype=torch.int32)
+    x = x.contiguous()
+    if E <= MAX_GROUPS:
+        y = torch._grouped_mm(x, weight, offs=ends)
+    else:
+        firsts = list(range(0, E, MAX_GROUPS))
+        bounds = [0, *ends[[f - 1 for f in firsts[1:]]].tolist(), x.shape[0]]
+        parts = [torch._grouped_mm(x[r0:r1], weight[f:f + MAX_GROUPS], offs=ends[f:f + MAX_GROUPS] - r0)
+                 for f, r0, r1 in zip(firsts, bounds, bounds[1:]) if r1 > r0]
+        y = torch.cat(parts) if parts else x.new_empty(0, weight.shape[2])
+    if bias is None:
+        return y
+    expert_of_row = torch.repeat_interleave(torch.arange(E, device=x.device), tokens_per_expert,
+                                            output_size=x.shape[0])
+    return y + bias.index_select(0, expert_of_row)
+
+
 class Experts(nn.Module):
-    """E two-layer feed-forward experts, weights stacked: w1 [E,d,h], b1 [E,h], w2 [E,h,d], b2 [E,d]."""
+    """E two-layer feed-forward experts, weights stacked: w1 [E,d,h], b1 [E,h], w2 [E,h,d], b2 [E,d].
+
+    grouped_mm: None (default) uses torch's fused grouped GEMM where it is fast (CUDA, bfloat16, Hopper or
+    Blackwell) and `GroupedLinear`'s per-expert loop elsewhere; True asks for the fused call wherever torch
+    has it and the sizes are 16-byte aligned (also on CPU, for tests); False always loops.
+    """
 
     def __init__(self, num_experts: int, d_model: int, d_hidden: int, activation: str = "relu",
-                 bias: bool = True) -> None:
+                 bias: bool = True, grouped_mm: bool | None = None) -> None:
         super().__init__()
+        self.grouped_mm = grouped_mm
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.num_experts, self.d_model, self.d_hidden = num_experts, d_model, d_hidden
@@ -219,10 +272,24 @@ class Experts(nn.Module):
 
     def forward(self, x_sorted: Tensor, tokens_per_expert: Tensor) -> Tensor:
         """Apply expert e to its contiguous rows of x_sorted [N, d]; tokens_per_expert [E] sums to N."""
+        if self._use_grouped_mm(x_sorted):
+            h = grouped_mm_linear(x_sorted, self.w1, self.b1, tokens_per_expert)
+            h = ACTIVATIONS[self.activation](h)
+            return grouped_mm_linear(h, self.w2, self.b2, tokens_per_expert)
         counts = tokens_per_expert.tolist()
         h = grouped_linear(x_sorted, self.w1, self.b1, counts, self.grad_buffers[0])
         h = ACTIVATIONS[self.activation](h)
         return grouped_linear(h, self.w2, self.b2, counts, self.grad_buffers[1])
+
+    def _use_grouped_mm(self, x: Tensor) -> bool:
+        """Whether this forward goes through `grouped_mm_linear` (see the class docstring)."""
+        if self.grouped_mm is None:
+            return fused_grouped_mm_available(x, self.w1) and grouped_mm_aligned(self.w2)
+        if not self.grouped_mm:
+            return False
+        return (hasattr(torch, "_grouped_mm") and x.dtype == self.w1.dtype
+                and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                and grouped_mm_aligned(self.w1) and grouped_mm_aligned(self.w2))
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """Every expert on every token: [T, d] -> [E, T, d] (for references and tiny layers only)."""
