@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from moeplace.moe.routing import Routing
+from moeplace.moe.routing import Routing, count_per_expert
 
 
 @dataclass
@@ -43,7 +43,7 @@ def sort_by_expert(routing: Routing, num_experts: int, capacity: int | None = No
     expert = routing.expert_index
     A = expert.numel()
     sorted_expert, order = torch.sort(expert, stable=True)
-    routed = torch.bincount(expert, minlength=num_experts)
+    routed = count_per_expert(expert, num_experts)
     kept = torch.ones(A, dtype=torch.bool, device=expert.device)
     if capacity is not None:
         starts = torch.cumsum(routed, 0) - routed

@@ -64,9 +64,21 @@ def from_topk(indices: Tensor, gates: Tensor, aux_loss: Tensor, load: Tensor, nu
     return Routing(token_index, expert_index, gate, aux_loss, importance, load, T, ranks=k)
 
 
+def count_per_expert(expert_index: Tensor, num_experts: int) -> Tensor:
+    """[E] int64 number of entries equal to each expert id.
+
+    On CUDA an index_add into zeros: bincount there reads the largest id back to the host first, a
+    synchronisation per call that stalls the queue of kernels.
+    """
+    if expert_index.is_cuda:
+        counts = torch.zeros(num_experts, dtype=torch.long, device=expert_index.device)
+        return counts.index_add_(0, expert_index, torch.ones_like(expert_index))
+    return torch.bincount(expert_index, minlength=num_experts)
+
+
 def _counts(indices: Tensor, num_experts: int) -> Tensor:
     """Number of assignments per expert, as float."""
-    return torch.bincount(indices.reshape(-1), minlength=num_experts).float()
+    return count_per_expert(indices.reshape(-1), num_experts).float()
 
 
 def smooth_load(clean: Tensor, noise_std: Tensor, top_vals: Tensor, idx: Tensor) -> Tensor:
