@@ -157,13 +157,44 @@ def test_polish_stops_at_a_single_move_local_optimum():
             assert ref.cost(moved) >= cost
 
 
-def test_rl_answer_is_a_single_move_local_optimum_after_the_final_descent():
+def _swapped(p: np.ndarray, a: int, b: int) -> np.ndarray:
+    q = p.copy()
+    q[a], q[b] = p[b], p[a]
+    return q
+
+
+def test_polish_with_swaps_stops_where_no_move_and_no_swap_improves():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    rng = np.random.default_rng(1)
+    swap_helped = 0
+    for _ in range(8):
+        start = rng.integers(0, 3, prob.num_nodes)
+        plain, plain_cost = polish(start, ref.cost(start), CachedCost(prob), 3, np.random.default_rng(2),
+                                   max_calls=10_000)
+        got, cost = polish(start, ref.cost(start), CachedCost(prob), 3, np.random.default_rng(2),
+                           max_calls=10_000, swaps=True)
+        assert cost == ref.cost(got) <= plain_cost
+        swap_helped += cost < plain_cost
+        for g, d in itertools.product(range(prob.num_nodes), range(3)):  # brute force: no move improves
+            moved = got.copy()
+            moved[g] = d
+            assert ref.cost(moved) >= cost
+        for a, b in itertools.combinations(range(prob.num_nodes), 2):  # ... and no swap
+            assert ref.cost(_swapped(got, a, b)) >= cost
+    assert swap_helped > 0  # some single-move optima were improved by a swap
+
+
+def test_rl_answer_is_a_local_optimum_after_the_final_descent():
     prob = branchy_problem()
     ref = DevicePlacementProblem(prob.graph, prob.cluster)
 
     def improving_moves(p, c):
-        return [(g, d) for g, d in itertools.product(range(prob.num_nodes), range(3))
-                if ref.cost(np.where(np.arange(prob.num_nodes) == g, d, p)) < c]
+        moves = [(g, d) for g, d in itertools.product(range(prob.num_nodes), range(3))
+                 if ref.cost(np.where(np.arange(prob.num_nodes) == g, d, p)) < c]
+        swaps = [(a, b) for a, b in itertools.combinations(range(prob.num_nodes), 2)
+                 if ref.cost(_swapped(p, a, b)) < c]
+        return moves + swaps
 
     kw = dict(seed=1, batch=4, max_iters=1, sil_coef=0.0, polish_calls=0, show_progress=False)
     raw = train_colocrl(prob, final_polish_calls=0, **kw)  # one batch of 4 samples: its best

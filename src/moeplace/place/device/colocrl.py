@@ -131,9 +131,14 @@ class CachedCost:
 
 
 def polish(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices: int,
-           rng: np.random.Generator, max_calls: int) -> tuple[np.ndarray, float]:
+           rng: np.random.Generator, max_calls: int, swaps: bool = False) -> tuple[np.ndarray, float]:
     """Greedy first-improvement descent: move one group to another device while that lowers the
-    cost, until a full pass over the groups finds nothing or `max_calls` costs were looked up."""
+    cost, until a full pass over the groups finds nothing or `max_calls` costs were looked up.
+
+    With `swaps`, a pass without a gain is followed by a pass over every pair of groups on different
+    devices (random order) that exchanges their devices; a gain there returns to single moves. The
+    result is then a local optimum for both moves (annealing's two moves), unless the calls run out.
+    """
     best, best_cost, calls = placement.copy(), cost, 0
     improved = True
     while improved and calls < max_calls:
@@ -149,6 +154,22 @@ def polish(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices:
                 if c < best_cost:
                     best, best_cost, improved = trial, c, True
                     break
+        if improved or not swaps:
+            continue
+        a_idx, b_idx = np.triu_indices(len(best), 1)
+        differ = best[a_idx] != best[b_idx]
+        a_idx, b_idx = a_idx[differ], b_idx[differ]
+        for i in rng.permutation(len(a_idx)):
+            if calls >= max_calls:
+                break
+            a, b = a_idx[i], b_idx[i]
+            trial = best.copy()
+            trial[a], trial[b] = best[b], best[a]
+            c = cost_fn(trial)
+            calls += 1
+            if c < best_cost:
+                best, best_cost, improved = trial, c, True
+                break
     return best, best_cost
 
 
@@ -196,7 +217,7 @@ def train_colocrl(
     sil_coef: float = 0.3,
     sil_size: int = 16,
     polish_calls: int = 500,
-    final_polish_calls: int = 5000,
+    final_polish_calls: int = 20_000,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
@@ -209,7 +230,8 @@ def train_colocrl(
     the first k runs do so and the others start from scratch. `sil_coef` weighs the
     self-imitation term over the `sil_size` best placements; `polish_calls` bounds the cost look-ups
     of each iteration's greedy descent (0: none); at the end the best placement found is descended
-    further, to a single-move local optimum or `final_polish_calls` look-ups. Returns the best
+    further, by single moves and swaps of two groups' devices, to a local optimum for both or
+    `final_polish_calls` look-ups. Returns the best
     placement sampled or polished over all runs, and the last run's policy; `evaluations` counts
     simulator calls (distinct placements per run).
     """
@@ -296,7 +318,7 @@ def train_colocrl(
                 break
         if best is not None and final_polish_calls > 0:  # the answer: a local optimum if the calls allow
             best, best_cost = polish(best, best_cost, CachedCost(problem, counter), problem.num_slots,
-                                     np.random.default_rng(seed), final_polish_calls)
+                                     np.random.default_rng(seed), final_polish_calls, swaps=True)
             history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
         interrupted = True
