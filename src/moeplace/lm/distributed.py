@@ -149,8 +149,13 @@ def local_rows(batch: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (after a clean run)."""
+    """Leave the process group (after a clean run), all ranks together.
+
+    The barrier first: a rank that tears its group down while a peer's transport threads are still
+    talking to it can make that peer abort at exit (a rank exited with SIGABRT once in CI-like runs).
+    """
     if ctx.distributed and dist.is_initialized():
+        barrier(ctx, "shut-down")
         dist.destroy_process_group()
 
 
