@@ -18,6 +18,7 @@ loop), shown where the fused path applies (bfloat16 on Hopper). The last line is
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import math
 import os
@@ -156,8 +157,7 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
     x = torch.randn(T, d, device=device, dtype=dtype, requires_grad=True)
     g = torch.randn(T, d, device=device, dtype=dtype)
     if cands["moeplace"].experts._use_grouped_mm(x):
-        loop = MoE(d, h, E, k, router="softmax_topk", aux_loss_weight=0.0).to(device, dtype)
-        loop.load_state_dict(cands["moeplace"].state_dict())
+        loop = copy.deepcopy(cands["moeplace"])
         loop.experts.grouped_mm = False
         cands["moeplace_loop"] = loop
     times: dict[str, list[float]] = {n: [] for n in cands}

@@ -214,15 +214,16 @@ def grouped_mm_aligned(weight: Tensor) -> bool:
 MAX_GROUPS = 512  # experts per torch._grouped_mm call (CUDA refused 1,024 groups on torch 2.11)
 
 
-def grouped_mm_linear(x: Tensor, weight: Tensor, bias: Tensor | None, tokens_per_expert: Tensor) -> Tensor:
+def grouped_mm_linear(x: Tensor, weight: Tensor, bias: Tensor | None, ends: Tensor,
+                      expert_of_row: Tensor | None) -> Tensor:
     """y[rows of e] = x[rows of e] @ weight[e] + bias[e] through `torch._grouped_mm` (autograd built in).
 
-    Group ends are the cumulative row counts, kept on the device; each row's bias is gathered by its
-    expert id (repeat_interleave with a known output size). Up to MAX_GROUPS experts this is one call with
-    no host synchronisation; more experts go in chunks of MAX_GROUPS, whose row bounds are read once.
+    ends: int32 cumulative row counts per expert, kept on the device; expert_of_row [N]: each row's
+    expert, used to gather the biases (needed only with a bias). Up to MAX_GROUPS experts this is one
+    call with no host synchronisation; more experts go in chunks of MAX_GROUPS, whose row bounds are
+    read back once per call.
     """
     E = weight.shape[0]
-    ends = torch.cumsum(tokens_per_expert, 0, dtype=torch.int32)
     x = x.contiguous()
     if E <= MAX_GROUPS:
         y = torch._grouped_mm(x, weight, offs=ends)
@@ -232,11 +233,7 @@ def grouped_mm_linear(x: Tensor, weight: Tensor, bias: Tensor | None, tokens_per
         parts = [torch._grouped_mm(x[r0:r1], weight[f:f + MAX_GROUPS], offs=ends[f:f + MAX_GROUPS] - r0)
                  for f, r0, r1 in zip(firsts, bounds, bounds[1:]) if r1 > r0]
         y = torch.cat(parts) if parts else x.new_empty(0, weight.shape[2])
-    if bias is None:
-        return y
-    expert_of_row = torch.repeat_interleave(torch.arange(E, device=x.device), tokens_per_expert,
-                                            output_size=x.shape[0])
-    return y + bias.index_select(0, expert_of_row)
+    return y if bias is None else y + bias.index_select(0, expert_of_row)
 
 
 class Experts(nn.Module):
@@ -272,10 +269,16 @@ class Experts(nn.Module):
 
     def forward(self, x_sorted: Tensor, tokens_per_expert: Tensor) -> Tensor:
         """Apply expert e to its contiguous rows of x_sorted [N, d]; tokens_per_expert [E] sums to N."""
-        if self._use_grouped_mm(x_sorted):
-            h = grouped_mm_linear(x_sorted, self.w1, self.b1, tokens_per_expert)
+        if self._use_grouped_mm(x_sorted):  # group ends and row experts once, for both layers
+            ends = torch.cumsum(tokens_per_expert, 0, dtype=torch.int32)
+            expert_of_row = None
+            if self.b1 is not None:  # repeat_interleave with a known size: no host synchronisation
+                expert_of_row = torch.repeat_interleave(
+                    torch.arange(self.num_experts, device=x_sorted.device), tokens_per_expert,
+                    output_size=x_sorted.shape[0])
+            h = grouped_mm_linear(x_sorted, self.w1, self.b1, ends, expert_of_row)
             h = ACTIVATIONS[self.activation](h)
-            return grouped_mm_linear(h, self.w2, self.b2, tokens_per_expert)
+            return grouped_mm_linear(h, self.w2, self.b2, ends, expert_of_row)
         counts = tokens_per_expert.tolist()
         h = grouped_linear(x_sorted, self.w1, self.b1, counts, self.grad_buffers[0])
         h = ACTIVATIONS[self.activation](h)
