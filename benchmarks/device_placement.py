@@ -7,8 +7,9 @@ Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded 
 heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared by --rl-restarts
 independent runs, by default two of 500: the first seeded by imitating the best heuristic
 (--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
-best sample unless --rl-sil 0 --rl-polish 0; the best placement found is kept), each with its search
-time. --jobs 2 runs two pairs at once.
+best sample unless --rl-sil 0 --rl-polish 0; at the end a descent by moves and swaps from each run's
+--rl-final-starts best placements in turn, sharing --rl-final-calls look-ups; the best placement found
+is kept), each with its search time. --jobs 2 runs two pairs at once.
 Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
 named in the issue.
 """
@@ -104,12 +105,16 @@ def main() -> None:
                     help="the first N RL runs start by imitating the best heuristic, the rest from scratch")
     ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
     ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
-    ap.add_argument("--rl-budget", type=float, default=300.0, help="RL wall-time cap (s) per graph x cluster")
+    ap.add_argument("--rl-budget", type=float, default=600.0, help="RL wall-time cap (s) per graph x cluster")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
     ap.add_argument("--rl-sil", type=float, default=0.3, help="RL self-imitation weight (0: off)")
     ap.add_argument("--rl-polish", type=int, default=500,
                     help="RL: cost look-ups of the greedy descent from each batch's best sample (0: off)")
+    ap.add_argument("--rl-final-starts", type=int, default=32,
+                    help="RL: each run's best placements that the final descent starts from")
+    ap.add_argument("--rl-final-calls", type=int, default=400_000,
+                    help="RL: cost look-ups shared by the final descents (0: no final descent)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="graph x cluster pairs run at once, one process and one core each")
     ap.add_argument("--seed", type=int, default=0)
@@ -128,7 +133,8 @@ def main() -> None:
     rows, figures = [], {"runs": []}
     rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
                   "imitate_runs": args.rl_imitate_runs, "sil_coef": args.rl_sil,
-                  "polish_calls": args.rl_polish}
+                  "polish_calls": args.rl_polish, "final_starts": args.rl_final_starts,
+                  "final_polish_calls": args.rl_final_calls}
     pairs = [(g, c) for c in args.clusters.split(",") for g in graphs]
     tasks = [(graphs[g], load_cluster(c), args, rl_options) for g, c in pairs]
     pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
@@ -162,6 +168,7 @@ def main() -> None:
             run["rl_ge_best_baseline"] = at_least_as_fast(rl, base_time)
             run["rl_speedup_over_expert"] = exp / rl.step_time - 1
             run["rl_iterations"] = rl.extra.get("iterations", 0)
+            run["rl_final_descents"] = rl.extra.get("final_descents", 0)
             heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
             best_h = min((r.step_time for r in heur), default=np.inf)
             run["rl_ge_best_heuristic"] = at_least_as_fast(rl, best_h)
@@ -226,6 +233,8 @@ def main() -> None:
         "rl_imitate_runs": args.rl_imitate_runs,
         "rl_sil": args.rl_sil,
         "rl_polish": args.rl_polish,
+        "rl_final_starts": args.rl_final_starts,
+        "rl_final_calls": args.rl_final_calls,
         "jobs": args.jobs,
         "rl_capped_by_wall_time": [
             f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
@@ -235,6 +244,7 @@ def main() -> None:
                                               if k in r["methods"]}
             for r in runs
         },
+        "rl_final_descents": {f"{r['graph']}@{r['cluster']}": r["rl_final_descents"] for r in with_rl},
         "published": PUBLISHED,
         "speedup_over_expert": {
             f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl

@@ -12,6 +12,8 @@ from moeplace.place.device.cluster import load_cluster
 from moeplace.place.device.colocrl import (
     CachedCost,
     Seq2SeqPlacer,
+    final_descent,
+    interleave,
     polish,
     sil_targets,
     train_colocrl,
@@ -202,6 +204,61 @@ def test_rl_answer_is_a_local_optimum_after_the_final_descent():
     done = train_colocrl(prob, **kw)
     assert done["cost"] == ref.cost(done["placement"]) < raw["cost"]
     assert improving_moves(done["placement"], done["cost"]) == []
+
+
+def symmetric_problem() -> DevicePlacementProblem:
+    """9 ops of a random DAG with heavy transfers on three identical GPUs: moves and swaps get stuck."""
+    G = 1e9
+    r = np.random.default_rng(0)
+    n = 9
+    work = r.uniform(1, 4, n) * G
+    edges = sorted({(int(j), i) for i in range(1, n) for j in r.integers(max(0, i - 3), i, 2)})
+    g = OpGraph(
+        names=[f"o{i}" for i in range(n)], kinds=["x"] * n, fwd_flops=work, bwd_flops=2 * work,
+        out_bytes=r.uniform(0.2, 1.5, n) * G, param_bytes=np.zeros(n), trivial=np.zeros(n, bool),
+        edges=np.array(edges).T, anchor=np.full(n, -1), scope=[""] * n, layer=[""] * n, grouping="op",
+    )
+    c = load_cluster({
+        "devices": [{"name": f"gpu{i}", "flops": 4 * G, "memory": 1e12} for i in range(3)],
+        "links": [{"between": "all", "bandwidth": 2 * G, "latency": 0.01}],
+    })
+    return DevicePlacementProblem(g, c)
+
+
+def test_final_descent_from_several_starts_escapes_the_first_starts_basin():
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    optimum = min(ref.cost(np.array(p)) for p in itertools.product(range(3), repeat=prob.num_nodes))
+    rng = np.random.default_rng(0)
+    starts = [(ref.cost(s), s) for s in rng.integers(0, 3, (30, prob.num_nodes))]
+    alone = [final_descent([s], CachedCost(prob), 3, seed=0, max_calls=10**6) for s in starts]
+    stuck = [i for i, (_, c, _) in enumerate(alone) if c > optimum * (1 + 1e-9)]
+    assert stuck and len(stuck) < len(starts)  # some starts' basins hold the optimum, some do not
+    first = stuck[0]
+    order = [starts[first]] + [s for i, s in enumerate(starts) if i != first]
+    p, c, done = final_descent(order, CachedCost(prob), 3, seed=0, max_calls=10**6)
+    assert c == pytest.approx(optimum) and ref.cost(p) == c
+    assert done == len(starts)
+    assert alone[first][1] > optimum * (1 + 1e-9)  # the stuck start alone stays above it
+
+
+def test_final_descent_shares_its_calls_and_starts_nothing_after_the_deadline():
+    prob = symmetric_problem()
+    rng = np.random.default_rng(1)
+    starts = [(prob.cost(s), s) for s in rng.integers(0, 3, (10, prob.num_nodes))]
+    cost = CachedCost(prob)
+    p, c, done = final_descent(starts, cost, 3, seed=0, max_calls=200)
+    assert cost.lookups <= 200 and 1 <= done < len(starts)
+    assert c <= min(c0 for c0, _ in starts[:done])
+    _, _, done = final_descent(starts, CachedCost(prob), 3, seed=0, max_calls=10**6, deadline=0.0)
+    assert done == 1  # the first start is always descended
+
+
+def test_interleave_takes_each_runs_best_in_turn_without_repeats():
+    a, b, c, d = (np.array([i]) for i in range(4))
+    runs = [[(5.0, b), (3.0, a)], [(1.0, c), (4.0, d), (9.0, a)], []]
+    got = interleave(runs)
+    assert [(cost, int(p[0])) for cost, p in got] == [(1.0, 2), (3.0, 0), (4.0, 3), (5.0, 1)]
 
 
 def test_polish_respects_its_call_budget():

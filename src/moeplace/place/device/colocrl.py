@@ -15,7 +15,8 @@ REINFORCE): self-imitation (Oh et al., ICML 2018) adds the log-probability of th
 found so far that beat the batch's mean reward, weighted by how much, so good rare samples are
 not forgotten; and expert iteration (Anthony et al., 2017): the batch's best sample is improved by a
 short greedy descent (one group moved at a time) and the result joins the batch's placements, so the
-self-imitation term teaches the policy what the search found.
+self-imitation term teaches the policy what the search found. At the end the descent, with swaps of
+two groups' devices added, starts from each run's best placements in turn (`final_descent`).
 """
 
 from __future__ import annotations
@@ -118,10 +119,11 @@ class CachedCost:
     """
 
     def __init__(self, problem: DevicePlacementProblem, counter: list[int] | None = None) -> None:
-        self.problem, self.table = problem, {}
+        self.problem, self.table, self.lookups = problem, {}, 0
         self.counter = counter if counter is not None else [0]
 
     def __call__(self, placement: np.ndarray) -> float:
+        self.lookups += 1
         key = np.asarray(placement, dtype=np.int16).tobytes()
         c = self.table.get(key)
         if c is None:
@@ -173,6 +175,42 @@ def polish(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices:
     return best, best_cost
 
 
+def interleave(runs: list[list[tuple[float, np.ndarray]]]) -> list[tuple[float, np.ndarray]]:
+    """Each run's (cost, placement) list cheapest first, taken in turn: the best of every run, then
+    every run's second best, ...; the runs ordered by their best cost; repeated placements dropped."""
+    ranked = sorted((sorted(r, key=lambda cp: cp[0]) for r in runs if r), key=lambda r: r[0][0])
+    out, seen = [], set()
+    for i in range(max((len(r) for r in ranked), default=0)):
+        for r in ranked:
+            if i < len(r) and r[i][1].tobytes() not in seen:
+                seen.add(r[i][1].tobytes())
+                out.append(r[i])
+    return out
+
+
+def final_descent(starts: list[tuple[float, np.ndarray]], cost_fn: CachedCost, num_devices: int,
+                  seed: int, max_calls: int, deadline: float = math.inf) -> tuple[np.ndarray, float, int]:
+    """Descend (moves and swaps) from each (cost, placement) of `starts` in order while `max_calls`
+    look-ups remain and, after the first start, before `deadline` (perf_counter); the best local
+    optimum reached, its cost and how many starts were descended.
+
+    One start's descent ends in the basin it began in; good placements from different runs often
+    lie in different basins, so several starts find better optima than the best start alone.
+    """
+    rng = np.random.default_rng(seed)
+    best, best_cost, left, done = None, math.inf, max_calls, 0
+    for cost, placement in starts:
+        if left <= 0 or (done > 0 and time.perf_counter() >= deadline):
+            break
+        before = cost_fn.lookups
+        p, c = polish(placement, cost, cost_fn, num_devices, rng, left, swaps=True)
+        left -= cost_fn.lookups - before
+        done += 1
+        if c < best_cost:
+            best, best_cost = p, c
+    return best, best_cost, done
+
+
 def sil_targets(elite: list[tuple[float, np.ndarray]], reward: np.ndarray) -> tuple[Tensor, Tensor] | None:
     """Self-imitation targets: the (cost, placement) pairs whose reward -sqrt(cost) beats the batch's
     mean reward, weighted by the margin in batch standard deviations; None when none does."""
@@ -217,7 +255,8 @@ def train_colocrl(
     sil_coef: float = 0.3,
     sil_size: int = 16,
     polish_calls: int = 500,
-    final_polish_calls: int = 20_000,
+    final_polish_calls: int = 400_000,
+    final_starts: int = 32,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
@@ -229,9 +268,10 @@ def train_colocrl(
     so the search starts near it (reported as such; off by default); with `imitate_runs` = k only
     the first k runs do so and the others start from scratch. `sil_coef` weighs the
     self-imitation term over the `sil_size` best placements; `polish_calls` bounds the cost look-ups
-    of each iteration's greedy descent (0: none); at the end the best placement found is descended
-    further, by single moves and swaps of two groups' devices, to a local optimum for both or
-    `final_polish_calls` look-ups. Returns the best
+    of each iteration's greedy descent (0: none); at the end each run's `final_starts` best distinct
+    placements are descended further, by single moves and swaps of two groups' devices, to a local
+    optimum for both (`final_descent`: the best of each run in turn, sharing `final_polish_calls`
+    look-ups; no new start after `budget_s`). Returns the best
     placement sampled or polished over all runs, and the last run's policy; `evaluations` counts
     simulator calls (distinct placements per run).
     """
@@ -245,9 +285,10 @@ def train_colocrl(
     policy: Seq2SeqPlacer | None = None
     counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
+    buffers: list[list[tuple[float, np.ndarray]]] = []  # each run's self-imitation buffer at its end
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
     bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it", disable=not show_progress)
-    interrupted, stop = False, False
+    interrupted, stop, descents = False, False, 0
     try:
         for run in range(restarts):
             run_start = time.perf_counter()
@@ -260,7 +301,9 @@ def train_colocrl(
                 imitate(policy, torch.optim.Adam(policy.parameters(), lr=3e-3), feats, init, imitation_steps)
             opt = torch.optim.Adam(policy.parameters(), lr=lr)
             cost_fn = CachedCost(problem, counter)
-            elite: dict[bytes, tuple[float, np.ndarray]] = {}  # self-imitation buffer: best distinct samples
+            # the run's best distinct placements: the first sil_size are the self-imitation buffer, all
+            # of them start the final descent
+            elite: dict[bytes, tuple[float, np.ndarray]] = {}
             run_it = 0
             while (budget_s is None or time.perf_counter() - run_start < budget_s / restarts) and (
                 run_iters is None or run_it < run_iters
@@ -291,11 +334,12 @@ def train_colocrl(
                 if entropy_end is not None:  # geometric annealing over the run
                     coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
                 sil = None
-                if sil_coef > 0:  # self-imitation: the best placements so far that beat this batch's mean
+                if sil_coef > 0 or final_starts > 0:
                     for p, c in zip(found, found_costs):
                         elite.setdefault(p.tobytes(), (float(c), p))
-                    elite = dict(sorted(elite.items(), key=lambda kv: kv[1][0])[:sil_size])
-                    sil = sil_targets(list(elite.values()), reward)
+                    elite = dict(sorted(elite.items(), key=lambda kv: kv[1][0])[:max(sil_size, final_starts)])
+                if sil_coef > 0:  # self-imitation: the best placements so far that beat this batch's mean
+                    sil = sil_targets(list(elite.values())[:sil_size], reward)
                 for _ in range(epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
                     logp, ent = policy.score(feats, actions)
                     ratio = torch.exp(logp - old_logp)
@@ -314,11 +358,17 @@ def train_colocrl(
                 if callback is not None and callback(it, best_cost):
                     stop = True
                     break
+            buffers.append(list(elite.values())[:final_starts])
             if stop:
                 break
-        if best is not None and final_polish_calls > 0:  # the answer: a local optimum if the calls allow
-            best, best_cost = polish(best, best_cost, CachedCost(problem, counter), problem.num_slots,
-                                     np.random.default_rng(seed), final_polish_calls, swaps=True)
+        if best is not None and final_polish_calls > 0:  # the answer: the best local optimum reached
+            starts = interleave(buffers + [[(best_cost, best)]])
+            deadline = math.inf if budget_s is None else start + budget_s
+            bar.set_postfix_str(f"final descent from {len(starts)} placements")
+            p, c, descents = final_descent(starts, CachedCost(problem, counter), problem.num_slots, seed,
+                                           final_polish_calls, deadline)
+            if c < best_cost:
+                best, best_cost = p, c
             history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
         interrupted = True
@@ -335,4 +385,5 @@ def train_colocrl(
         "curve": curve,
         "interrupted": interrupted,
         "policy": policy,
+        "final_descents": descents,
     }
