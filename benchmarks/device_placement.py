@@ -2,6 +2,7 @@
 
     python benchmarks/device_placement.py                      # the full run (see docs/benchmarks.md)
     python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-iters 300
+    python benchmarks/device_placement.py --simulator-only     # simulator throughput alone
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
 heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared by --rl-restarts
@@ -117,6 +118,8 @@ def main() -> None:
                     help="RL: cost look-ups shared by the final descents (0: no final descent)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="graph x cluster pairs run at once, one process and one core each")
+    ap.add_argument("--simulator-only", action="store_true",
+                    help="measure the simulator's throughput alone (no placements)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     seed_everything(args.seed)
@@ -126,6 +129,9 @@ def main() -> None:
         f"simulator: {throughput['sims_per_s_wall']:.0f} simulations/s wall, "
         f"{throughput['sims_per_s_cpu']:.0f}/s per CPU-second on a {throughput['ops']}-op graph"
     )
+    if args.simulator_only:
+        print_json_line({"simulator": throughput})
+        return
     graphs = {}
     for name in args.graphs.split(","):
         m, x = build_benchmark(name)

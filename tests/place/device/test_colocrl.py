@@ -254,6 +254,16 @@ def test_final_descent_shares_its_calls_and_starts_nothing_after_the_deadline():
     assert done == 1  # the first start is always descended
 
 
+def test_rl_final_descent_from_several_starts_is_never_worse_than_from_the_best_alone():
+    prob = symmetric_problem()
+    kw = dict(seed=3, batch=8, max_iters=4, restarts=2, polish_calls=0, show_progress=False)
+    one = train_colocrl(prob, final_starts=1, **kw)  # each run's best alone: the old final descent
+    many = train_colocrl(prob, final_starts=8, **kw)
+    assert one["final_descents"] <= 2 < many["final_descents"] <= 16
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    assert many["cost"] == ref.cost(many["placement"]) <= one["cost"]
+
+
 def test_interleave_takes_each_runs_best_in_turn_without_repeats():
     a, b, c, d = (np.array([i]) for i in range(4))
     runs = [[(5.0, b), (3.0, a)], [(1.0, c), (4.0, d), (9.0, a)], []]
