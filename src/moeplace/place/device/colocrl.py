@@ -285,7 +285,7 @@ def train_colocrl(
     policy: Seq2SeqPlacer | None = None
     counter = [0]  # simulator calls over all runs
     history: list[tuple[int, float, float]] = []
-    buffers: list[list[tuple[float, np.ndarray]]] = []  # each run's self-imitation buffer at its end
+    buffers: list[list[tuple[float, np.ndarray]]] = []  # each run's final_starts best placements
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
     bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it", disable=not show_progress)
     interrupted, stop, descents = False, False, 0
