@@ -232,11 +232,11 @@ def test_final_descent_from_several_starts_escapes_the_first_starts_basin():
     rng = np.random.default_rng(0)
     starts = [(ref.cost(s), s) for s in rng.integers(0, 3, (30, prob.num_nodes))]
     alone = [final_descent([s], CachedCost(prob), 3, seed=0, max_calls=10**6) for s in starts]
-    stuck = [i for i, (_, c, _) in enumerate(alone) if c > optimum * (1 + 1e-9)]
+    stuck = [i for i, (_, c, _, _) in enumerate(alone) if c > optimum * (1 + 1e-9)]
     assert stuck and len(stuck) < len(starts)  # some starts' basins hold the optimum, some do not
     first = stuck[0]
     order = [starts[first]] + [s for i, s in enumerate(starts) if i != first]
-    p, c, done = final_descent(order, CachedCost(prob), 3, seed=0, max_calls=10**6)
+    p, c, done, _ = final_descent(order, CachedCost(prob), 3, seed=0, max_calls=10**6)
     assert c == pytest.approx(optimum) and ref.cost(p) == c
     assert done == len(starts)
     assert alone[first][1] > optimum * (1 + 1e-9)  # the stuck start alone stays above it
@@ -247,11 +247,30 @@ def test_final_descent_shares_its_calls_and_starts_nothing_after_the_deadline():
     rng = np.random.default_rng(1)
     starts = [(prob.cost(s), s) for s in rng.integers(0, 3, (10, prob.num_nodes))]
     cost = CachedCost(prob)
-    p, c, done = final_descent(starts, cost, 3, seed=0, max_calls=200)
+    p, c, done, _ = final_descent(starts, cost, 3, seed=0, max_calls=200)
     assert cost.lookups <= 200 and 1 <= done < len(starts)
     assert c <= min(c0 for c0, _ in starts[:done])
-    _, _, done = final_descent(starts, CachedCost(prob), 3, seed=0, max_calls=10**6, deadline=0.0)
+    _, _, done, _ = final_descent(starts, CachedCost(prob), 3, seed=0, max_calls=10**6, deadline=0.0)
     assert done == 1  # the first start is always descended
+
+
+def test_ctrl_c_during_the_final_descent_keeps_the_optima_already_reached(monkeypatch):
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    rng = np.random.default_rng(2)
+    starts = [(ref.cost(s), s) for s in rng.integers(0, 3, (4, prob.num_nodes))]
+    calls = []
+
+    def polish_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return polish(*args, **kwargs)
+
+    monkeypatch.setattr(colocrl_module, "polish", polish_then_ctrl_c)
+    p, c, done, interrupted = final_descent(starts, CachedCost(prob), 3, seed=0, max_calls=10**6)
+    assert interrupted and done == 2
+    assert c == ref.cost(p) <= min(c0 for c0, _ in starts[:2])
 
 
 def test_rl_final_descent_from_several_starts_is_never_worse_than_from_the_best_alone():

@@ -189,26 +189,31 @@ def interleave(runs: list[list[tuple[float, np.ndarray]]]) -> list[tuple[float, 
 
 
 def final_descent(starts: list[tuple[float, np.ndarray]], cost_fn: CachedCost, num_devices: int,
-                  seed: int, max_calls: int, deadline: float = math.inf) -> tuple[np.ndarray, float, int]:
+                  seed: int, max_calls: int, deadline: float = math.inf
+                  ) -> tuple[np.ndarray | None, float, int, bool]:
     """Descend (moves and swaps) from each (cost, placement) of `starts` in order while `max_calls`
     look-ups remain and, after the first start, before `deadline` (perf_counter); the best local
-    optimum reached, its cost and how many starts were descended.
+    optimum reached (None, inf if none was), its cost, how many starts were descended, and whether
+    Ctrl-C ended it (the optima reached until then are kept).
 
     One start's descent ends in the basin it began in; good placements from different runs often
     lie in different basins, so several starts find better optima than the best start alone.
     """
     rng = np.random.default_rng(seed)
-    best, best_cost, left, done = None, math.inf, max_calls, 0
-    for cost, placement in starts:
-        if left <= 0 or (done > 0 and time.perf_counter() >= deadline):
-            break
-        before = cost_fn.lookups
-        p, c = polish(placement, cost, cost_fn, num_devices, rng, left, swaps=True)
-        left -= cost_fn.lookups - before
-        done += 1
-        if c < best_cost:
-            best, best_cost = p, c
-    return best, best_cost, done
+    best, best_cost, left, done, interrupted = None, math.inf, max_calls, 0, False
+    try:
+        for cost, placement in starts:
+            if left <= 0 or (done > 0 and time.perf_counter() >= deadline):
+                break
+            before = cost_fn.lookups
+            p, c = polish(placement, cost, cost_fn, num_devices, rng, left, swaps=True)
+            left -= cost_fn.lookups - before
+            done += 1
+            if c < best_cost:
+                best, best_cost = p, c
+    except KeyboardInterrupt:
+        interrupted = True
+    return best, best_cost, done, interrupted
 
 
 def sil_targets(elite: list[tuple[float, np.ndarray]], reward: np.ndarray) -> tuple[Tensor, Tensor] | None:
@@ -365,9 +370,9 @@ def train_colocrl(
             starts = interleave(buffers + [[(best_cost, best)]])
             deadline = math.inf if budget_s is None else start + budget_s
             bar.set_postfix_str(f"final descent from {len(starts)} placements")
-            p, c, descents = final_descent(starts, CachedCost(problem, counter), problem.num_slots, seed,
-                                           final_polish_calls, deadline)
-            if c < best_cost:
+            p, c, descents, interrupted = final_descent(starts, CachedCost(problem, counter),
+                                                        problem.num_slots, seed, final_polish_calls, deadline)
+            if p is not None and c < best_cost:
                 best, best_cost = p, c
             history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
