@@ -286,13 +286,12 @@ class Experts(nn.Module):
 
     def _use_grouped_mm(self, x: Tensor) -> bool:
         """Whether this forward goes through `grouped_mm_linear` (see the class docstring)."""
-        if self.grouped_mm is None:
-            return fused_grouped_mm_available(x, self.w1) and grouped_mm_aligned(self.w2)
-        if not self.grouped_mm:
+        if self.grouped_mm is False or not grouped_mm_aligned(self.w2):
             return False
+        if self.grouped_mm is None:
+            return fused_grouped_mm_available(x, self.w1)  # also checks w1's alignment
         return (hasattr(torch, "_grouped_mm") and x.dtype == self.w1.dtype
-                and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-                and grouped_mm_aligned(self.w1) and grouped_mm_aligned(self.w2))
+                and x.dtype in (torch.float32, torch.bfloat16, torch.float16) and grouped_mm_aligned(self.w1))
 
     def forward_dense(self, x: Tensor) -> Tensor:
         """Every expert on every token: [T, d] -> [E, T, d] (for references and tiny layers only)."""
