@@ -8,9 +8,10 @@ Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded 
 heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared by --rl-restarts
 independent runs, by default two of 500: the first seeded by imitating the best heuristic
 (--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
-best sample unless --rl-sil 0 --rl-polish 0; at the end a descent by moves and swaps from each run's
---rl-final-starts best placements in turn, sharing --rl-final-calls look-ups; the best placement found
-is kept), each with its search time. --jobs 2 runs two pairs at once.
+best sample unless --rl-sil 0 --rl-polish 0; at the end, sharing --rl-final-calls look-ups, a descent
+by moves and swaps from each run's --rl-final-starts best placements in turn, then iterated local search
+from the best optimum (kicks of --rl-final-kick random groups, each followed by a descent); the best
+placement found is kept), each with its search time. --jobs 2 runs two pairs at once.
 Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
 named in the issue.
 """
@@ -112,10 +113,12 @@ def main() -> None:
     ap.add_argument("--rl-sil", type=float, default=0.3, help="RL self-imitation weight (0: off)")
     ap.add_argument("--rl-polish", type=int, default=500,
                     help="RL: cost look-ups of the greedy descent from each batch's best sample (0: off)")
-    ap.add_argument("--rl-final-starts", type=int, default=32,
+    ap.add_argument("--rl-final-starts", type=int, default=1,
                     help="RL: each run's best placements that the final descent starts from")
+    ap.add_argument("--rl-final-kick", type=int, default=5,
+                    help="RL: groups moved by each kick of the final iterated local search (0: no kicks)")
     ap.add_argument("--rl-final-calls", type=int, default=400_000,
-                    help="RL: cost look-ups shared by the final descents (0: no final descent)")
+                    help="RL: cost look-ups of the final descents and kicks (0: none)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="graph x cluster pairs run at once, one process and one core each")
     ap.add_argument("--simulator-only", action="store_true",
@@ -140,6 +143,7 @@ def main() -> None:
     rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
                   "imitate_runs": args.rl_imitate_runs, "sil_coef": args.rl_sil,
                   "polish_calls": args.rl_polish, "final_starts": args.rl_final_starts,
+                  "final_kick_size": args.rl_final_kick,
                   "final_polish_calls": args.rl_final_calls}
     pairs = [(g, c) for c in args.clusters.split(",") for g in graphs]
     tasks = [(graphs[g], load_cluster(c), args, rl_options) for g, c in pairs]
@@ -175,6 +179,8 @@ def main() -> None:
             run["rl_speedup_over_expert"] = exp / rl.step_time - 1
             run["rl_iterations"] = rl.extra.get("iterations", 0)
             run["rl_final_descents"] = rl.extra.get("final_descents", 0)
+            run["rl_final_kicks"] = rl.extra.get("final_kicks", 0)
+            run["rl_before_final_ms"] = rl.extra.get("cost_before_final", float("nan")) * 1e3
             heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
             best_h = min((r.step_time for r in heur), default=np.inf)
             run["rl_ge_best_heuristic"] = at_least_as_fast(rl, best_h)
@@ -240,6 +246,7 @@ def main() -> None:
         "rl_sil": args.rl_sil,
         "rl_polish": args.rl_polish,
         "rl_final_starts": args.rl_final_starts,
+        "rl_final_kick": args.rl_final_kick,
         "rl_final_calls": args.rl_final_calls,
         "jobs": args.jobs,
         "rl_capped_by_wall_time": [
@@ -251,6 +258,8 @@ def main() -> None:
             for r in runs
         },
         "rl_final_descents": {f"{r['graph']}@{r['cluster']}": r["rl_final_descents"] for r in with_rl},
+        "rl_final_kicks": {f"{r['graph']}@{r['cluster']}": r["rl_final_kicks"] for r in with_rl},
+        "rl_before_final_ms": {f"{r['graph']}@{r['cluster']}": r["rl_before_final_ms"] for r in with_rl},
         "published": PUBLISHED,
         "speedup_over_expert": {
             f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl

@@ -16,7 +16,9 @@ found so far that beat the batch's mean reward, weighted by how much, so good ra
 not forgotten; and expert iteration (Anthony et al., 2017): the batch's best sample is improved by a
 short greedy descent (one group moved at a time) and the result joins the batch's placements, so the
 self-imitation term teaches the policy what the search found. At the end the descent, with swaps of
-two groups' devices added, starts from each run's best placements in turn (`final_descent`).
+two groups' devices added, starts from each run's best placements in turn (`final_descent`), and
+iterated local search (`kicks`: move a few random groups, descend again, keep what is no worse)
+walks on from the best local optimum for the rest of the look-up budget.
 """
 
 from __future__ import annotations
@@ -216,6 +218,35 @@ def final_descent(starts: list[tuple[float, np.ndarray]], cost_fn: CachedCost, n
     return best, best_cost, done, interrupted
 
 
+def kicks(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices: int, seed: int,
+          max_calls: int, size: int = 4, deadline: float = math.inf) -> tuple[np.ndarray, float, int, bool]:
+    """Iterated local search (Lourenco, Martin and Stutzle, 2003) from a local optimum: move `size`
+    random groups to random devices (the kick), descend by moves and swaps, keep the new optimum
+    if it is no worse; until `max_calls` look-ups are used or `deadline` (perf_counter) passes.
+    Returns the best placement, its cost, the number of kicks, and whether Ctrl-C ended it.
+
+    A descent alone stops at the first local optimum; kicks small enough to land in a nearby
+    basin walk from optimum to optimum, which is what annealing's uphill moves buy, without a
+    temperature to tune.
+    """
+    rng = np.random.default_rng(seed)
+    best, best_cost, n, interrupted = placement.copy(), cost, 0, False
+    start_calls = cost_fn.lookups
+    size = min(size, len(best))
+    try:
+        while (left := max_calls - (cost_fn.lookups - start_calls)) > 0 and time.perf_counter() < deadline:
+            trial = best.copy()
+            groups = rng.choice(len(trial), size, replace=False)
+            trial[groups] = rng.integers(num_devices, size=size)
+            p, c = polish(trial, cost_fn(trial), cost_fn, num_devices, rng, left - 1, swaps=True)
+            n += 1
+            if c <= best_cost:
+                best, best_cost = p, c
+    except KeyboardInterrupt:
+        interrupted = True
+    return best, best_cost, n, interrupted
+
+
 def sil_targets(elite: list[tuple[float, np.ndarray]], reward: np.ndarray) -> tuple[Tensor, Tensor] | None:
     """Self-imitation targets: the (cost, placement) pairs whose reward -sqrt(cost) beats the batch's
     mean reward, weighted by the margin in batch standard deviations; None when none does."""
@@ -261,7 +292,8 @@ def train_colocrl(
     sil_size: int = 16,
     polish_calls: int = 500,
     final_polish_calls: int = 400_000,
-    final_starts: int = 32,
+    final_starts: int = 1,
+    final_kick_size: int = 5,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
@@ -273,10 +305,11 @@ def train_colocrl(
     so the search starts near it (reported as such; off by default); with `imitate_runs` = k only
     the first k runs do so and the others start from scratch. `sil_coef` weighs the
     self-imitation term over the `sil_size` best placements; `polish_calls` bounds the cost look-ups
-    of each iteration's greedy descent (0: none); at the end each run's `final_starts` best distinct
-    placements are descended further, by single moves and swaps of two groups' devices, to a local
-    optimum for both (`final_descent`: the best of each run in turn, sharing `final_polish_calls`
-    look-ups; no new start after `budget_s`). Returns the best
+    of each iteration's greedy descent (0: none). At the end, sharing `final_polish_calls` look-ups
+    and stopping at `budget_s`: each run's `final_starts` best distinct placements are descended, by
+    single moves and swaps of two groups' devices, to a local optimum for both (`final_descent`, the
+    best of each run in turn), then iterated local search from the best optimum spends what is left
+    (`kicks` of `final_kick_size` groups; 0: none). Returns the best
     placement sampled or polished over all runs, and the last run's policy; `evaluations` counts
     simulator calls (distinct placements per run).
     """
@@ -293,7 +326,7 @@ def train_colocrl(
     buffers: list[list[tuple[float, np.ndarray]]] = []  # each run's final_starts best placements
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
     bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it", disable=not show_progress)
-    interrupted, stop, descents = False, False, 0
+    interrupted, stop, descents, kicked, before_final = False, False, 0, 0, math.inf
     try:
         for run in range(restarts):
             run_start = time.perf_counter()
@@ -366,14 +399,23 @@ def train_colocrl(
             buffers.append(list(elite.values())[:final_starts])
             if stop:
                 break
+        before_final = best_cost
         if best is not None and final_polish_calls > 0:  # the answer: the best local optimum reached
             starts = interleave(buffers + [[(best_cost, best)]])
             deadline = math.inf if budget_s is None else start + budget_s
             bar.set_postfix_str(f"final descent from {len(starts)} placements")
-            p, c, descents, interrupted = final_descent(starts, CachedCost(problem, counter),
-                                                        problem.num_slots, seed, final_polish_calls, deadline)
+            final_cost = CachedCost(problem, counter)
+            p, c, descents, interrupted = final_descent(starts, final_cost, problem.num_slots, seed,
+                                                        final_polish_calls, deadline)
             if p is not None and c < best_cost:
                 best, best_cost = p, c
+            left = final_polish_calls - final_cost.lookups
+            if final_kick_size > 0 and p is not None and left > 0 and not interrupted:
+                bar.set_postfix_str(f"kicks of {final_kick_size} groups from {best_cost * 1e3:.3f} ms")
+                p, c, kicked, interrupted = kicks(p, c, final_cost, problem.num_slots, seed, left,
+                                                  final_kick_size, deadline)
+                if c < best_cost:
+                    best, best_cost = p, c
             history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
         interrupted = True
@@ -391,4 +433,6 @@ def train_colocrl(
         "interrupted": interrupted,
         "policy": policy,
         "final_descents": descents,
+        "final_kicks": kicked,
+        "cost_before_final": before_final,
     }

@@ -124,7 +124,8 @@ def run_method(
                           max_iters=rl_iters, **(rl_options or {}))
         placement, evals = r["placement"], r["evaluations"]
         extra = {"iterations": r["iterations"], "samples": r["samples"],
-                 "final_descents": r["final_descents"], "interrupted": bool(r["interrupted"]),
+                 "final_descents": r["final_descents"], "final_kicks": r["final_kicks"],
+                 "cost_before_final": r["cost_before_final"], "interrupted": bool(r["interrupted"]),
                  "imitation": bool(rl_imitation and init is not None)}
     elif name == "ppo":
         r = run_ppo(problem, budget_s, seed, init if rl_imitation else None)
