@@ -14,6 +14,7 @@ from moeplace.place.device.colocrl import (
     Seq2SeqPlacer,
     final_descent,
     interleave,
+    kicks,
     polish,
     sil_targets,
     train_colocrl,
@@ -275,7 +276,8 @@ def test_ctrl_c_during_the_final_descent_keeps_the_optima_already_reached(monkey
 
 def test_rl_final_descent_from_several_starts_is_never_worse_than_from_the_best_alone():
     prob = symmetric_problem()
-    kw = dict(seed=3, batch=8, max_iters=4, restarts=2, polish_calls=0, show_progress=False)
+    kw = dict(seed=3, batch=8, max_iters=4, restarts=2, polish_calls=0, final_kick_size=0,
+              show_progress=False)
     one = train_colocrl(prob, final_starts=1, **kw)  # each run's best alone: the old final descent
     many = train_colocrl(prob, final_starts=8, **kw)
     assert one["final_descents"] <= 2 < many["final_descents"] <= 16
@@ -319,3 +321,69 @@ def test_a_self_imitation_step_raises_the_targets_log_probability():
     (-(w * pol.score(feats, actions)[0]).sum()).backward()
     opt.step()
     assert (pol.score(feats, actions)[0].detach() > before).all()
+
+
+def _stuck_local_optimum(prob, ref, optimum):
+    """A local optimum for moves and swaps above the brute-force optimum (descent from random starts)."""
+    rng = np.random.default_rng(0)
+    for s in rng.integers(0, 3, (30, prob.num_nodes)):
+        p, c = polish(s, ref.cost(s), CachedCost(prob), 3, np.random.default_rng(0), 10**6, swaps=True)
+        if c > optimum * (1 + 1e-9):
+            return p, c
+    raise AssertionError("every descent reached the optimum")
+
+
+def test_kicks_walk_from_a_stuck_local_optimum_to_the_optimum():
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    optimum = min(ref.cost(np.array(p)) for p in itertools.product(range(3), repeat=prob.num_nodes))
+    start, start_cost = _stuck_local_optimum(prob, ref, optimum)
+    assert polish(start, start_cost, CachedCost(prob), 3, np.random.default_rng(1), 10**6, swaps=True)[1] \
+        == start_cost  # the descent alone cannot leave it
+    cost = CachedCost(prob)
+    p, c, n, interrupted = kicks(start, start_cost, cost, 3, seed=0, max_calls=20_000, size=3)
+    assert c == pytest.approx(optimum) and ref.cost(p) == c and not interrupted
+    assert n >= 1 and cost.lookups <= 20_000
+
+
+def test_kicks_keep_to_their_budget_and_deadline_and_never_get_worse():
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    rng = np.random.default_rng(4)
+    for start in rng.integers(0, 3, (5, prob.num_nodes)):
+        cost = CachedCost(prob)
+        p, c, n, _ = kicks(start, ref.cost(start), cost, 3, seed=1, max_calls=300, size=2)
+        assert cost.lookups <= 300 and n >= 1
+        assert c == ref.cost(p) <= ref.cost(start)
+    p, c, n, _ = kicks(start, ref.cost(start), CachedCost(prob), 3, seed=1, max_calls=10**6, deadline=0.0)
+    assert n == 0 and (p == start).all() and c == ref.cost(start)
+
+
+def test_ctrl_c_during_the_kicks_keeps_the_best_optimum_reached(monkeypatch):
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    start = np.random.default_rng(5).integers(0, 3, prob.num_nodes)
+    calls = []
+
+    def polish_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return polish(*args, **kwargs)
+
+    monkeypatch.setattr(colocrl_module, "polish", polish_then_ctrl_c)
+    p, c, n, interrupted = kicks(start, ref.cost(start), CachedCost(prob), 3, seed=0, max_calls=10**6)
+    assert interrupted and n == 3
+    assert c == ref.cost(p) <= ref.cost(start)
+
+
+def test_rl_kicks_after_the_final_descent_never_make_the_answer_worse():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    kw = dict(seed=2, batch=4, max_iters=2, restarts=2, polish_calls=0, show_progress=False,
+              final_polish_calls=3_000)
+    plain = train_colocrl(prob, final_kick_size=0, **kw)
+    kicked = train_colocrl(prob, final_kick_size=3, **kw)
+    assert plain["final_kicks"] == 0 < kicked["final_kicks"]
+    assert plain["cost_before_final"] == kicked["cost_before_final"]  # same seed: the same training
+    assert kicked["cost"] == ref.cost(kicked["placement"]) <= plain["cost"] <= plain["cost_before_final"]
