@@ -387,3 +387,13 @@ def test_rl_kicks_after_the_final_descent_never_make_the_answer_worse():
     assert plain["final_kicks"] == 0 < kicked["final_kicks"]
     assert plain["cost_before_final"] == kicked["cost_before_final"]  # same seed: the same training
     assert kicked["cost"] == ref.cost(kicked["placement"]) <= plain["cost"] <= plain["cost_before_final"]
+
+
+def test_a_wall_time_budget_alone_keeps_time_for_the_final_kicks():
+    prob = branchy_problem()
+    train_colocrl(prob, max_iters=1, batch=4, show_progress=False)  # warm-up: torch's first calls are slow
+    r = train_colocrl(prob, budget_s=2.0, seed=0, batch=4, show_progress=False)
+    assert r["iterations"] > 0 and r["final_descents"] >= 1 and r["final_kicks"] > 0
+    assert r["cost"] <= r["cost_before_final"]
+    with pytest.raises(ValueError, match="final_share"):
+        train_colocrl(prob, budget_s=1.0, final_share=1.0, show_progress=False)

@@ -294,11 +294,13 @@ def train_colocrl(
     final_polish_calls: int = 400_000,
     final_starts: int = 1,
     final_kick_size: int = 5,
+    final_share: float = 0.25,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
 ) -> dict:
     """REINFORCE on the seq2seq placer: `restarts` independent runs (seeds seed, seed+1, ...) of
-    `max_iters / restarts` iterations each (and at most `budget_s / restarts` seconds each).
+    `max_iters / restarts` iterations each (and at most `budget_s / restarts` seconds each; with
+    `budget_s` alone, the runs share `1 - final_share` of it and the final stage below the rest).
 
     With `init` and `imitation_steps` > 0 each run's policy is first fitted (cross-entropy, at most
     that many steps, until it gives `init` probability >= 1/2) to `init`, a heuristic's placement,
@@ -315,6 +317,11 @@ def train_colocrl(
     """
     if budget_s is None and max_iters is None:
         raise ValueError("give budget_s or max_iters (or both)")
+    if not 0.0 <= final_share < 1.0:
+        raise ValueError(f"final_share must be in [0, 1), got {final_share}")
+    train_s = budget_s  # the runs' time: a wall-time budget alone keeps final_share for the final stage
+    if budget_s is not None and max_iters is None and final_polish_calls > 0:
+        train_s = budget_s * (1.0 - final_share)
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     feats = torch.as_tensor(problem.node_features())
@@ -343,7 +350,7 @@ def train_colocrl(
             # of them start the final descent
             elite: dict[bytes, tuple[float, np.ndarray]] = {}
             run_it = 0
-            while (budget_s is None or time.perf_counter() - run_start < budget_s / restarts) and (
+            while (train_s is None or time.perf_counter() - run_start < train_s / restarts) and (
                 run_iters is None or run_it < run_iters
             ):
                 actions, old_logp = policy.sample_with_logp(feats, batch, generator=gen)
@@ -367,7 +374,7 @@ def train_colocrl(
                 # progress through the run: by iterations when counted (so a seed repeats whatever the
                 # machine's speed; the time budget is then only a cap), else by the time budget
                 frac = (run_it / run_iters if run_iters
-                        else (time.perf_counter() - run_start) * restarts / budget_s)
+                        else (time.perf_counter() - run_start) * restarts / train_s)
                 coef = entropy_coef
                 if entropy_end is not None:  # geometric annealing over the run
                     coef = entropy_coef * (entropy_end / entropy_coef) ** min(frac, 1.0)
