@@ -255,20 +255,25 @@ def test_final_descent_shares_its_calls_and_starts_nothing_after_the_deadline():
     assert done == 1  # the first start is always descended
 
 
+def _polish_with_ctrl_c_at(n: int):
+    """`polish` that raises KeyboardInterrupt (a Ctrl-C) on its n-th call instead of descending."""
+    calls = []
+
+    def polish_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return polish(*args, **kwargs)
+
+    return polish_then_ctrl_c
+
+
 def test_ctrl_c_during_the_final_descent_keeps_the_optima_already_reached(monkeypatch):
     prob = symmetric_problem()
     ref = DevicePlacementProblem(prob.graph, prob.cluster)
     rng = np.random.default_rng(2)
     starts = [(ref.cost(s), s) for s in rng.integers(0, 3, (4, prob.num_nodes))]
-    calls = []
-
-    def polish_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return polish(*args, **kwargs)
-
-    monkeypatch.setattr(colocrl_module, "polish", polish_then_ctrl_c)
+    monkeypatch.setattr(colocrl_module, "polish", _polish_with_ctrl_c_at(3))
     p, c, done, interrupted = final_descent(starts, CachedCost(prob), 3, seed=0, max_calls=10**6)
     assert interrupted and done == 2
     assert c == ref.cost(p) <= min(c0 for c0, _ in starts[:2])
@@ -363,15 +368,7 @@ def test_ctrl_c_during_the_kicks_keeps_the_best_optimum_reached(monkeypatch):
     prob = symmetric_problem()
     ref = DevicePlacementProblem(prob.graph, prob.cluster)
     start = np.random.default_rng(5).integers(0, 3, prob.num_nodes)
-    calls = []
-
-    def polish_then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return polish(*args, **kwargs)
-
-    monkeypatch.setattr(colocrl_module, "polish", polish_then_ctrl_c)
+    monkeypatch.setattr(colocrl_module, "polish", _polish_with_ctrl_c_at(4))
     p, c, n, interrupted = kicks(start, ref.cost(start), CachedCost(prob), 3, seed=0, max_calls=10**6)
     assert interrupted and n == 3
     assert c == ref.cost(p) <= ref.cost(start)
