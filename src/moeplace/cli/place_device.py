@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="rl: the 2017 paper's plain REINFORCE (no self-imitation, no greedy descents)",
     )
+    p.add_argument(
+        "--rl-final-calls",
+        type=int,
+        default=400_000,
+        help="rl: cost look-ups of the final descent and iterated local search (0: none; less is faster)",
+    )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
@@ -130,17 +136,21 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_budget(args.budget)
     if args.rl_iters is not None and args.rl_iters < 1:
         raise InputError(f"--rl-iters: must be >= 1, got {args.rl_iters}")
+    if args.rl_final_calls < 0:
+        raise InputError(f"--rl-final-calls: must be >= 0, got {args.rl_final_calls}")
     results = {}
     for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
         results[m] = run_method(m, problem, seed=args.seed)
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
-    plain = {"sil_coef": 0.0, "polish_calls": 0, "final_polish_calls": 0}  # --rl-plain: REINFORCE only
+    rl_options = {"final_polish_calls": args.rl_final_calls}
+    if args.rl_plain:  # the 2017 paper's REINFORCE only
+        rl_options = {"sil_coef": 0.0, "polish_calls": 0, "final_polish_calls": 0}
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
         results[m] = run_method(
             m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation,
-            rl_iters=args.rl_iters, rl_options=plain if args.rl_plain else None,
+            rl_iters=args.rl_iters, rl_options=rl_options,
         )
         if results[m].extra.get("interrupted"):  # Ctrl-C: keep what this search found, run no more
             interrupted = True

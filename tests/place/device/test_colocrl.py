@@ -109,7 +109,8 @@ def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
     from moeplace.cli import main
 
     argv = ["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero", "--method",
-            "heft,rl", "--rl-imitation", "--rl-iters", "6", "--budget", "10m", "--seed", "2", "--json"]
+            "heft,rl", "--rl-imitation", "--rl-iters", "6", "--budget", "10m", "--seed", "2",
+            "--rl-final-calls", "20000", "--json"]
     runs = []
     for _ in range(2):
         assert main(argv) == 0
@@ -118,13 +119,15 @@ def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
     assert runs[0]["step_ms"] == runs[1]["step_ms"]
     assert main([a if a != "6" else "0" for a in argv]) == 2
     assert "--rl-iters" in capsys.readouterr().err
+    assert main([a if a != "20000" else "-1" for a in argv]) == 2
+    assert "--rl-final-calls" in capsys.readouterr().err
 
 
 def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
     from moeplace.cli import main
 
     argv = ["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero", "--method", "rl",
-            "--rl-iters", "4", "--budget", "10m", "--json"]
+            "--rl-iters", "4", "--budget", "10m", "--rl-final-calls", "20000", "--json"]
     evals = {}
     for extra in ([], ["--rl-plain"]):
         assert main(argv + extra) == 0
@@ -132,6 +135,7 @@ def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
         evals[bool(extra)] = out["results"][0]["evals"]
     assert evals[True] <= 4 * 32  # plain REINFORCE: at most the distinct sampled placements
     assert evals[False] > evals[True]  # the greedy descent from each batch's best adds new placements
+    assert evals[False] <= 4 * 32 + 4 * 500 + 20_000  # samples, per-batch descents, --rl-final-calls
 
 
 def test_runs_past_imitate_runs_start_from_scratch():
