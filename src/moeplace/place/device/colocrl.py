@@ -219,7 +219,7 @@ def final_descent(starts: list[tuple[float, np.ndarray]], cost_fn: CachedCost, n
 
 
 def kicks(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices: int, seed: int,
-          max_calls: int, size: int = 4, deadline: float = math.inf) -> tuple[np.ndarray, float, int, bool]:
+          max_calls: int, size: int = 5, deadline: float = math.inf) -> tuple[np.ndarray, float, int, bool]:
     """Iterated local search (Lourenco, Martin and Stutzle, 2003) from a local optimum: move `size`
     random groups to random devices (the kick), descend by moves and swaps, keep the new optimum
     if it is no worse; until `max_calls` look-ups are used or `deadline` (perf_counter) passes.
@@ -333,7 +333,8 @@ def train_colocrl(
     buffers: list[list[tuple[float, np.ndarray]]] = []  # each run's final_starts best placements
     curve: list[tuple[float, int]] = []  # per iteration: mean cost of the batch, distinct placements
     bar = progress(total=max_iters, desc="rl (seq2seq REINFORCE)", unit="it", disable=not show_progress)
-    interrupted, stop, descents, kicked, before_final = False, False, 0, 0, math.inf
+    interrupted, stop, descents, kicked = False, False, 0, 0
+    before_final: float | None = None  # set when the final stage starts (not after a Ctrl-C before it)
     try:
         for run in range(restarts):
             run_start = time.perf_counter()
@@ -441,5 +442,5 @@ def train_colocrl(
         "policy": policy,
         "final_descents": descents,
         "final_kicks": kicked,
-        "cost_before_final": before_final,
+        "cost_before_final": best_cost if before_final is None else before_final,
     }
