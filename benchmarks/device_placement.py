@@ -257,9 +257,8 @@ def main() -> None:
                                               if k in r["methods"]}
             for r in runs
         },
-        "rl_final_descents": {f"{r['graph']}@{r['cluster']}": r["rl_final_descents"] for r in with_rl},
-        "rl_final_kicks": {f"{r['graph']}@{r['cluster']}": r["rl_final_kicks"] for r in with_rl},
-        "rl_before_final_ms": {f"{r['graph']}@{r['cluster']}": r["rl_before_final_ms"] for r in with_rl},
+        **{key: {f"{r['graph']}@{r['cluster']}": r[key] for r in with_rl}  # per pair, as the runs hold them
+           for key in ("rl_final_descents", "rl_final_kicks", "rl_before_final_ms")},
         "published": PUBLISHED,
         "speedup_over_expert": {
             f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl
