@@ -9,9 +9,10 @@ heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared b
 independent runs, by default two of 500: the first seeded by imitating the best heuristic
 (--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
 best sample unless --rl-sil 0 --rl-polish 0; at the end, sharing --rl-final-calls look-ups, a descent
-by moves and swaps from each run's --rl-final-starts best placements in turn, then iterated local search
-from the best optimum (kicks of --rl-final-kick random groups, each followed by a descent); the best
-placement found is kept), each with its search time. --jobs 2 runs two pairs at once.
+by moves and swaps from each run's --rl-final-starts best placements in turn, then simulated annealing
+from the best optimum (--rl-anneal evaluations per group, its own budget) and a descent from its best,
+then iterated local search from the best optimum (kicks of --rl-final-kick random groups, each followed
+by a descent); the best placement found is kept), each with its search time. --jobs 2 runs two pairs at once.
 Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
 named in the issue.
 """
@@ -117,6 +118,8 @@ def main() -> None:
                     help="RL: each run's best placements that the final descent starts from")
     ap.add_argument("--rl-final-kick", type=int, default=5,
                     help="RL: groups moved by each kick of the final iterated local search (0: no kicks)")
+    ap.add_argument("--rl-anneal", type=int, default=5000,
+                    help="RL: annealing evaluations per group after the final descent (0: none)")
     ap.add_argument("--rl-final-calls", type=int, default=400_000,
                     help="RL: cost look-ups of the final descents and kicks (0: none)")
     ap.add_argument("--jobs", type=int, default=1,
@@ -143,7 +146,7 @@ def main() -> None:
     rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
                   "imitate_runs": args.rl_imitate_runs, "sil_coef": args.rl_sil,
                   "polish_calls": args.rl_polish, "final_starts": args.rl_final_starts,
-                  "final_kick_size": args.rl_final_kick,
+                  "final_kick_size": args.rl_final_kick, "final_anneal": args.rl_anneal,
                   "final_polish_calls": args.rl_final_calls}
     pairs = [(g, c) for c in args.clusters.split(",") for g in graphs]
     tasks = [(graphs[g], load_cluster(c), args, rl_options) for g, c in pairs]
@@ -180,6 +183,7 @@ def main() -> None:
             run["rl_iterations"] = rl.extra.get("iterations", 0)
             run["rl_final_descents"] = rl.extra.get("final_descents", 0)
             run["rl_final_kicks"] = rl.extra.get("final_kicks", 0)
+            run["rl_final_anneal_evals"] = rl.extra.get("final_anneal_evals", 0)
             run["rl_before_final_ms"] = rl.extra.get("cost_before_final", float("nan")) * 1e3
             heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
             best_h = min((r.step_time for r in heur), default=np.inf)
@@ -247,6 +251,7 @@ def main() -> None:
         "rl_polish": args.rl_polish,
         "rl_final_starts": args.rl_final_starts,
         "rl_final_kick": args.rl_final_kick,
+        "rl_anneal": args.rl_anneal,
         "rl_final_calls": args.rl_final_calls,
         "jobs": args.jobs,
         "rl_capped_by_wall_time": [
@@ -258,7 +263,7 @@ def main() -> None:
             for r in runs
         },
         **{key: {f"{r['graph']}@{r['cluster']}": r[key] for r in with_rl}  # per pair, as the runs hold them
-           for key in ("rl_final_descents", "rl_final_kicks", "rl_before_final_ms")},
+           for key in ("rl_final_descents", "rl_final_kicks", "rl_final_anneal_evals", "rl_before_final_ms")},
         "published": PUBLISHED,
         "speedup_over_expert": {
             f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl

@@ -172,3 +172,26 @@ def test_rl_search_trains_ppo_and_keeps_the_best_episode() -> None:
     assert r.cost < PENALTY and len(set(r.placement.tolist())) == problem.n
     assert r.policy is not None
     assert r.cost >= brute_force(problem) - 1e-9
+
+
+class Ladder:
+    """One node on slots 0..999, cost = its slot; the only move is one slot up (every Δcost is +1)."""
+
+    num_nodes, num_slots = 1, 1000
+
+    def cost(self, placement: np.ndarray) -> float:
+        return float(placement[0])
+
+    def propose_move(self, placement: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.minimum(placement + 1, self.num_slots - 1)
+
+
+def test_annealing_start_temperature_is_the_scaled_mean_probe_delta() -> None:
+    # every probe |Δcost| is 1, so t0 = t0_scale: a tiny scale accepts no uphill move (exp(-1/t) = 0)
+    # and a huge one accepts nearly all (t stays >= scale / 1000 >> 1 through the cooling)
+    start = np.array([0])
+    cold = simulated_annealing(Ladder(), max_evals=300, init=start, t0_scale=1e-6, probes=5, progress=False)
+    hot = simulated_annealing(Ladder(), max_evals=300, init=start, t0_scale=1e6, probes=5, progress=False)
+    proposals = 300 - 1 - 5  # the start and the probes are evaluations too
+    assert cold.accepted == 0 and cold.cost == 0.0
+    assert hot.accepted >= 0.95 * proposals

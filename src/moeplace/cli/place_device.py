@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=400_000,
         help="rl: cost look-ups of the final descent and iterated local search (0: none; less is faster)",
     )
+    p.add_argument(
+        "--rl-anneal",
+        type=int,
+        default=5000,
+        help="rl: annealing evaluations per op group after the final descent (0: none; less is faster)",
+    )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
@@ -138,13 +144,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--rl-iters: must be >= 1, got {args.rl_iters}")
     if args.rl_final_calls < 0:
         raise InputError(f"--rl-final-calls: must be >= 0, got {args.rl_final_calls}")
+    if args.rl_anneal < 0:
+        raise InputError(f"--rl-anneal: must be >= 0, got {args.rl_anneal}")
     results = {}
     for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
         results[m] = run_method(m, problem, seed=args.seed)
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
-    rl_options = {"final_polish_calls": args.rl_final_calls}
+    rl_options = {"final_polish_calls": args.rl_final_calls, "final_anneal": args.rl_anneal}
     if args.rl_plain:  # the 2017 paper's REINFORCE only
         rl_options = {"sil_coef": 0.0, "polish_calls": 0, "final_polish_calls": 0}
     for m in [x for x in methods if x in ("sa", "rl", "ppo")]:

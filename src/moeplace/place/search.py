@@ -199,13 +199,14 @@ def _initial(problem: PlacementProblem, rng: np.random.Generator) -> np.ndarray:
 def simulated_annealing(
     problem: PlacementProblem, *, budget_s: float | None = None, max_evals: int | None = None,
     seed: int = 0, init: np.ndarray | None = None, t0: float | None = None,
-    t_end: float | None = None, progress: bool = True,
+    t_end: float | None = None, t0_scale: float = 1.0, probes: int = 20, progress: bool = True,
     callback: Callable[[int, float, float], bool | None] | None = None,
 ) -> SearchResult:
     """Simulated annealing: Metropolis acceptance under a geometric temperature schedule.
 
     The temperature falls from t0 to t_end as the budget (time or evaluations, whichever runs out
-    first) is used. t0 defaults to the mean |Δcost| of a few probe moves, t_end to t0 / 1000.
+    first) is used. t0 defaults to `t0_scale` times the mean |Δcost| of `probes` probe moves from
+    the start, t_end to t0 / 1000.
     """
     rng = np.random.default_rng(seed)
     budget = _Budget(budget_s, max_evals, "annealing", progress)
@@ -216,7 +217,7 @@ def simulated_annealing(
         budget.record(current, current_cost)
         if t0 is None:
             deltas = []
-            for _ in range(20):
+            for _ in range(probes):
                 if budget.fraction() >= 1.0:
                     break
                 cand = _propose(problem, current, rng)
@@ -225,7 +226,7 @@ def simulated_annealing(
                 c = float(problem.cost(cand))
                 budget.record(cand, c)
                 deltas.append(abs(c - current_cost))
-            t0 = float(np.mean(deltas)) if deltas and np.mean(deltas) > 0 else 1e-3
+            t0 = t0_scale * float(np.mean(deltas)) if deltas and np.mean(deltas) > 0 else 1e-3
         if t_end is None:
             t_end = t0 / 1000.0
         if not (t0 > 0 and t_end > 0):

@@ -12,6 +12,8 @@ from moeplace.place.device.cluster import load_cluster
 from moeplace.place.device.colocrl import (
     CachedCost,
     Seq2SeqPlacer,
+    WindowMoves,
+    anneal,
     final_descent,
     interleave,
     kicks,
@@ -99,8 +101,8 @@ def test_reinforce_from_a_heuristic_start_reaches_the_brute_force_optimum():
     best = min(costs.values())
     start = np.zeros(prob.num_nodes, np.int64)  # everything on the fast GPU (the single-device heuristic)
     assert costs[tuple(start)] > best * 1.2
-    r = train_colocrl(prob, seed=0, batch=32, max_iters=150, init=start, imitation_steps=500,
-                      sil_coef=0.0, polish_calls=0, show_progress=False)  # the paper's plain REINFORCE
+    r = train_colocrl(prob, seed=0, batch=32, max_iters=150, init=start, imitation_steps=500, sil_coef=0.0,
+                      polish_calls=0, final_anneal=0, show_progress=False)  # the paper's plain REINFORCE
     assert r["cost"] == pytest.approx(best)
     assert r["evaluations"] < len(costs)  # found without enumerating every placement
 
@@ -121,13 +123,15 @@ def test_cli_rl_iterations_repeat_exactly_and_reject_zero(capsys):
     assert "--rl-iters" in capsys.readouterr().err
     assert main([a if a != "20000" else "-1" for a in argv]) == 2
     assert "--rl-final-calls" in capsys.readouterr().err
+    assert main(argv + ["--rl-anneal", "-1"]) == 2
+    assert "--rl-anneal" in capsys.readouterr().err
 
 
 def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
     from moeplace.cli import main
 
     argv = ["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero", "--method", "rl",
-            "--rl-iters", "4", "--budget", "10m", "--rl-final-calls", "20000", "--json"]
+            "--rl-iters", "4", "--budget", "10m", "--rl-final-calls", "20000", "--rl-anneal", "0", "--json"]
     evals = {}
     for extra in ([], ["--rl-plain"]):
         assert main(argv + extra) == 0
@@ -135,7 +139,8 @@ def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
         evals[bool(extra)] = out["results"][0]["evals"]
     assert evals[True] <= 4 * 32  # plain REINFORCE: at most the distinct sampled placements
     assert evals[False] > evals[True]  # the greedy descent from each batch's best adds new placements
-    assert evals[False] <= 4 * 32 + 4 * 500 + 20_000  # samples, per-batch descents, --rl-final-calls
+    # samples, per-batch descents, --rl-final-calls look-ups (--rl-anneal 0: no annealing evaluations)
+    assert evals[False] <= 4 * 32 + 4 * 500 + 20_000
 
 
 def test_runs_past_imitate_runs_start_from_scratch():
@@ -398,3 +403,86 @@ def test_a_wall_time_budget_alone_keeps_time_for_the_final_kicks():
     assert r["cost"] <= r["cost_before_final"]
     with pytest.raises(ValueError, match="final_share"):
         train_colocrl(prob, budget_s=1.0, final_share=1.0, show_progress=False)
+
+
+def test_annealing_walks_from_a_stuck_local_optimum_to_the_optimum():
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    optimum = min(ref.cost(np.array(p)) for p in itertools.product(range(3), repeat=prob.num_nodes))
+    start, start_cost = _stuck_local_optimum(prob, ref, optimum)
+    cost = CachedCost(prob)
+    p, c, evals, interrupted = anneal(prob, start, start_cost, cost, seed=0, evals=3_000, scale=1 / 3,
+                                      max_calls=10**6)
+    assert c == pytest.approx(optimum) and ref.cost(p) == c and not interrupted
+    assert evals == 3_000 and cost.counter[0] >= evals  # the annealing's simulations are counted
+
+
+def test_annealing_never_returns_worse_than_its_start_and_respects_the_deadline():
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    rng = np.random.default_rng(7)
+    for start in rng.integers(0, 3, (4, prob.num_nodes)):
+        p, c, evals, _ = anneal(prob, start, ref.cost(start), CachedCost(prob), seed=1, evals=200, scale=1.0,
+                                max_calls=50)
+        assert evals == 200 and c == ref.cost(p) <= ref.cost(start)
+    p, c, evals, _ = anneal(prob, start, ref.cost(start), CachedCost(prob), seed=1, evals=10**6, scale=1.0,
+                            max_calls=10**6, deadline=0.0)
+    assert evals == 0 and (p == start).all() and c == ref.cost(start)
+
+
+def test_ctrl_c_during_the_annealing_keeps_the_better_of_its_best_and_the_start(monkeypatch):
+    prob = symmetric_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    start = np.random.default_rng(5).integers(0, 3, prob.num_nodes)
+    calls = [0]
+    real_cost = prob.cost
+
+    def cost_then_ctrl_c(placement):
+        calls[0] += 1
+        if calls[0] == 500:
+            raise KeyboardInterrupt
+        return real_cost(placement)
+
+    monkeypatch.setattr(prob, "cost", cost_then_ctrl_c)
+    p, c, evals, interrupted = anneal(prob, start, ref.cost(start), CachedCost(prob), seed=0, evals=10**4,
+                                      scale=1.0, max_calls=10**6)
+    assert interrupted and evals == 499
+    assert c == ref.cost(p) <= ref.cost(start)
+
+
+def test_rl_annealing_in_the_final_stage_never_makes_the_answer_worse():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    kw = dict(seed=2, batch=4, max_iters=2, restarts=2, polish_calls=0, show_progress=False,
+              final_polish_calls=3_000, final_kick_size=0)
+    plain = train_colocrl(prob, final_anneal=0, **kw)
+    annealed = train_colocrl(prob, final_anneal=100, **kw)
+    assert plain["final_anneal_evals"] == 0 and annealed["final_anneal_evals"] == 100 * prob.num_nodes
+    assert annealed["evaluations"] >= plain["evaluations"] + 100 * prob.num_nodes
+    assert annealed["cost"] == ref.cost(annealed["placement"]) <= plain["cost"]
+
+
+def test_window_moves_put_a_run_of_consecutive_groups_on_one_device():
+    prob = symmetric_problem()
+    n = prob.num_nodes
+    moves = WindowMoves(prob, share=1.0, longest=4)
+    first = [min(i for i in range(prob.graph.num_ops) if prob.graph.group[i] == gr) for gr in range(n)]
+    topo = sorted(range(n), key=lambda gr: first[gr])  # groups by first op, written out independently
+    rng = np.random.default_rng(0)
+    start = rng.integers(0, 3, n)
+    seen = set()
+    for _ in range(300):
+        new = moves.propose_move(start, rng)
+        if new is None:
+            continue
+        changed = [topo.index(gr) for gr in np.flatnonzero(new != start)]
+        lo, hi = min(changed), max(changed)
+        assert hi - lo < 4  # inside one window of at most 4 consecutive groups
+        assert len({int(new[topo[i]]) for i in range(lo, hi + 1)}) == 1  # all on the same device
+        seen.add(hi - lo + 1)
+    assert max(seen) >= 3  # runs longer than a pair do occur
+    generic = WindowMoves(prob, share=0.0)  # the placement core's relocate / swap moves only
+    changes = [int((q != start).sum()) for q in (generic.propose_move(start, rng) for _ in range(100))
+               if q is not None]
+    assert set(changes) == {1, 2}
+    assert moves.cost(start) == prob.cost(start) and generic.num_nodes == n and generic.num_slots == 3

@@ -125,6 +125,7 @@ def run_method(
         placement, evals = r["placement"], r["evaluations"]
         extra = {"iterations": r["iterations"], "samples": r["samples"],
                  "final_descents": r["final_descents"], "final_kicks": r["final_kicks"],
+                 "final_anneal_evals": r["final_anneal_evals"],
                  "cost_before_final": r["cost_before_final"], "interrupted": bool(r["interrupted"]),
                  "imitation": bool(rl_imitation and init is not None)}
     elif name == "ppo":
