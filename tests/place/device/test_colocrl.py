@@ -146,11 +146,10 @@ def test_cli_rl_plain_samples_only_while_the_default_also_polishes(capsys):
 def test_runs_past_imitate_runs_start_from_scratch():
     prob = branchy_problem()
     start = np.zeros(prob.num_nodes, np.int64)
-    scratch = train_colocrl(prob, seed=4, batch=8, max_iters=6, show_progress=False)
-    skipped = train_colocrl(prob, seed=4, batch=8, max_iters=6, init=start, imitation_steps=500,
-                            imitate_runs=0, show_progress=False)
-    imitated = train_colocrl(prob, seed=4, batch=8, max_iters=6, init=start, imitation_steps=500,
-                             show_progress=False)
+    kw = dict(seed=4, batch=8, max_iters=6, final_polish_calls=0, show_progress=False)  # the runs alone
+    scratch = train_colocrl(prob, **kw)
+    skipped = train_colocrl(prob, init=start, imitation_steps=500, imitate_runs=0, **kw)
+    imitated = train_colocrl(prob, init=start, imitation_steps=500, **kw)
     assert skipped["curve"] == scratch["curve"]
     assert imitated["curve"] != scratch["curve"]
 
