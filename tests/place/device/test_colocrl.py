@@ -382,16 +382,21 @@ def test_ctrl_c_during_the_kicks_keeps_the_best_optimum_reached(monkeypatch):
     assert c == ref.cost(p) <= ref.cost(start)
 
 
-def test_rl_kicks_after_the_final_descent_never_make_the_answer_worse():
+@pytest.mark.parametrize("option, on, count", [("final_kick_size", 3, "final_kicks"),
+                                                ("final_anneal", 100, "final_anneal_evals")])
+def test_each_part_of_the_final_stage_never_makes_the_rl_answer_worse(option, on, count):
     prob = branchy_problem()
     ref = DevicePlacementProblem(prob.graph, prob.cluster)
     kw = dict(seed=2, batch=4, max_iters=2, restarts=2, polish_calls=0, show_progress=False,
-              final_polish_calls=3_000)
-    plain = train_colocrl(prob, final_kick_size=0, **kw)
-    kicked = train_colocrl(prob, final_kick_size=3, **kw)
-    assert plain["final_kicks"] == 0 < kicked["final_kicks"]
-    assert plain["cost_before_final"] == kicked["cost_before_final"]  # same seed: the same training
-    assert kicked["cost"] == ref.cost(kicked["placement"]) <= plain["cost"] <= plain["cost_before_final"]
+              final_polish_calls=3_000, final_kick_size=0, final_anneal=0)
+    plain = train_colocrl(prob, **kw)
+    part = train_colocrl(prob, **{**kw, option: on})
+    assert plain[count] == 0 < part[count]
+    assert plain["cost_before_final"] == part["cost_before_final"]  # same seed: the same training
+    assert part["cost"] == ref.cost(part["placement"]) <= plain["cost"] <= plain["cost_before_final"]
+    if option == "final_anneal":  # its evaluations: `on` per group, all counted as simulator calls
+        assert part[count] == on * prob.num_nodes
+        assert part["evaluations"] >= plain["evaluations"] + on * prob.num_nodes
 
 
 def test_a_wall_time_budget_alone_keeps_time_for_the_final_kicks():
@@ -447,18 +452,6 @@ def test_ctrl_c_during_the_annealing_keeps_the_better_of_its_best_and_the_start(
                                       scale=1.0, max_calls=10**6)
     assert interrupted and evals == 499
     assert c == ref.cost(p) <= ref.cost(start)
-
-
-def test_rl_annealing_in_the_final_stage_never_makes_the_answer_worse():
-    prob = branchy_problem()
-    ref = DevicePlacementProblem(prob.graph, prob.cluster)
-    kw = dict(seed=2, batch=4, max_iters=2, restarts=2, polish_calls=0, show_progress=False,
-              final_polish_calls=3_000, final_kick_size=0)
-    plain = train_colocrl(prob, final_anneal=0, **kw)
-    annealed = train_colocrl(prob, final_anneal=100, **kw)
-    assert plain["final_anneal_evals"] == 0 and annealed["final_anneal_evals"] == 100 * prob.num_nodes
-    assert annealed["evaluations"] >= plain["evaluations"] + 100 * prob.num_nodes
-    assert annealed["cost"] == ref.cost(annealed["placement"]) <= plain["cost"]
 
 
 def test_window_moves_put_a_run_of_consecutive_groups_on_one_device():
