@@ -45,9 +45,7 @@ def expert(problem: DevicePlacementProblem) -> np.ndarray:
     layers: dict[str, int] = {}
     op_layer = np.array([layers.setdefault(name, len(layers)) for name in g.layer])
     # a group belongs to the layer of its first op
-    first = np.full(g.num_groups, g.num_ops)
-    np.minimum.at(first, g.group, np.arange(g.num_ops))
-    group_layer = op_layer[first]
+    group_layer = op_layer[g.group_first_op()]
     work = np.bincount(group_layer, weights=_group_work(problem), minlength=len(layers))
     gpus = gpu_devices(problem)
     speed = problem.cluster.array("flops")[gpus]

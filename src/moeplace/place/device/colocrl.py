@@ -16,9 +16,10 @@ found so far that beat the batch's mean reward, weighted by how much, so good ra
 not forgotten; and expert iteration (Anthony et al., 2017): the batch's best sample is improved by a
 short greedy descent (one group moved at a time) and the result joins the batch's placements, so the
 self-imitation term teaches the policy what the search found. At the end the descent, with swaps of
-two groups' devices added, starts from each run's best placements in turn (`final_descent`), and
-iterated local search (`kicks`: move a few random groups, descend again, keep what is no worse)
-walks on from the best local optimum for the rest of the look-up budget.
+two groups' devices added, starts from each run's best placements in turn (`final_descent`);
+simulated annealing (`anneal`, with `WindowMoves`) leaves that optimum's basin, and iterated local
+search (`kicks`: move a few random groups, descend again, keep what is no worse) walks on from the
+best local optimum for the rest of the look-up budget.
 """
 
 from __future__ import annotations
@@ -261,10 +262,7 @@ class WindowMoves:
 
     def __init__(self, problem: DevicePlacementProblem, share: float = 0.2, longest: int = 8) -> None:
         self.problem, self.share, self.longest = problem, share, longest
-        g = problem.graph
-        first = np.full(g.num_groups, g.num_ops)
-        np.minimum.at(first, g.group, np.arange(g.num_ops))
-        self.order = np.argsort(first, kind="stable")  # groups by their first op: a topological order
+        self.order = np.argsort(problem.graph.group_first_op(), kind="stable")  # a topological order
 
     @property
     def num_nodes(self) -> int:

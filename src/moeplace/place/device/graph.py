@@ -97,6 +97,13 @@ class OpGraph:
         self.grouping = str(grouping)
         return self
 
+    def group_first_op(self) -> np.ndarray:
+        """For each group, the index of its first op (ops are in topological order, so sorting groups
+        by it gives a topological order of the groups)."""
+        first = np.full(self.num_groups, self.num_ops, dtype=np.int64)
+        np.minimum.at(first, self.group, np.arange(self.num_ops))
+        return first
+
     def group_edges(self) -> np.ndarray:
         """Edges between different groups `[2, E']` (each directed pair once)."""
         g = self.group[self.edges]

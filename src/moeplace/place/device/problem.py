@@ -48,8 +48,7 @@ class DevicePlacementProblem:
             for w in (g.fwd_flops, g.bwd_flops, np.where(g.trivial, 0, g.out_bytes), g.param_bytes)
         ]
         count = np.bincount(g.group, minlength=G).astype(float)
-        first = np.full(G, g.num_ops, dtype=float)
-        np.minimum.at(first, g.group, np.arange(g.num_ops, dtype=float))
+        first = g.group_first_op().astype(float)
         feats = [np.log1p(c) / 30.0 for c in cols] + [np.log1p(count) / 5.0, first / max(g.num_ops, 1)]
         return np.stack(feats, axis=1).astype(np.float32)
 
