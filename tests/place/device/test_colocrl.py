@@ -394,9 +394,20 @@ def test_each_part_of_the_final_stage_never_makes_the_rl_answer_worse(option, on
     assert plain[count] == 0 < part[count]
     assert plain["cost_before_final"] == part["cost_before_final"]  # same seed: the same training
     assert part["cost"] == ref.cost(part["placement"]) <= plain["cost"] <= plain["cost_before_final"]
-    if option == "final_anneal":  # its evaluations: `on` per group, all counted as simulator calls
-        assert part[count] == on * prob.num_nodes
-        assert part["evaluations"] >= plain["evaluations"] + on * prob.num_nodes
+    if option == "final_anneal":  # its evaluations: `on` per group per scale, all counted as simulator calls
+        assert part[count] == on * prob.num_nodes * 2  # the default scales: a cool and a hot annealing
+        assert part["evaluations"] >= plain["evaluations"] + part[count]
+
+
+def test_a_second_annealing_scale_keeps_the_first_ones_result_or_better():
+    prob = branchy_problem()
+    ref = DevicePlacementProblem(prob.graph, prob.cluster)
+    kw = dict(seed=3, batch=4, max_iters=2, restarts=2, polish_calls=0, show_progress=False,
+              final_polish_calls=3_000, final_kick_size=0, final_anneal=200)
+    one = train_colocrl(prob, **kw, final_anneal_scales=(1 / 3,))
+    two = train_colocrl(prob, **kw, final_anneal_scales=(1 / 3, 3.0))
+    assert two["final_anneal_evals"] == 2 * one["final_anneal_evals"] == 2 * 200 * prob.num_nodes
+    assert two["cost"] == ref.cost(two["placement"]) <= one["cost"]  # the first annealing is the same run
 
 
 def test_a_wall_time_budget_alone_keeps_time_for_the_final_kicks():

@@ -17,7 +17,8 @@ not forgotten; and expert iteration (Anthony et al., 2017): the batch's best sam
 short greedy descent (one group moved at a time) and the result joins the batch's placements, so the
 self-imitation term teaches the policy what the search found. At the end the descent, with swaps of
 two groups' devices added, starts from each run's best placements in turn (`final_descent`);
-simulated annealing (`anneal`, with `WindowMoves`) leaves that optimum's basin, and iterated local
+simulated annealing (`anneal`, with `WindowMoves`; a cool run and a hot run, since which one finds the
+better basin differs from graph to graph) leaves that optimum's basin, and iterated local
 search (`kicks`: move a few random groups, descend again, keep what is no worse) walks on from the
 best local optimum for the rest of the look-up budget.
 """
@@ -235,13 +236,16 @@ def kicks(placement: np.ndarray, cost: float, cost_fn: CachedCost, num_devices: 
     best, best_cost, n, interrupted = placement.copy(), cost, 0, False
     start_calls = cost_fn.lookups
     size = min(size, len(best))
+    longest = 0.0  # the longest kick so far; a kick starts only if one that long fits before the deadline
     try:
-        while (left := max_calls - (cost_fn.lookups - start_calls)) > 0 and time.perf_counter() < deadline:
+        while ((left := max_calls - (cost_fn.lookups - start_calls)) > 0
+               and (t := time.perf_counter()) + longest < deadline):
             trial = best.copy()
             groups = rng.choice(len(trial), size, replace=False)
             trial[groups] = rng.integers(num_devices, size=size)
             p, c = polish(trial, cost_fn(trial), cost_fn, num_devices, rng, left - 1, swaps=True)
             n += 1
+            longest = max(longest, time.perf_counter() - t)
             if c <= best_cost:
                 best, best_cost = p, c
     except KeyboardInterrupt:
@@ -294,10 +298,10 @@ class WindowMoves:
 
 
 def anneal(problem: DevicePlacementProblem, placement: np.ndarray, cost: float, cost_fn: CachedCost,
-           seed: int, evals: int, scale: float, max_calls: int, deadline: float = math.inf
-           ) -> tuple[np.ndarray, float, int, bool]:
+           seed: int, evals: int, scale: float, max_calls: int, deadline: float = math.inf,
+           share: float = 0.5) -> tuple[np.ndarray, float, int, bool]:
     """Simulated annealing (the placement core's, with `WindowMoves`) from a local optimum for `evals`
-    evaluations (and, with a deadline, half the time left), starting at `scale` times the mean
+    evaluations (and, with a deadline, `share` of the time left), starting at `scale` times the mean
     |Δcost| of 200 probe moves; its best placement is then descended (moves and swaps, at most
     `max_calls` look-ups of `cost_fn`). Returns the better of that optimum and the start, its cost,
     the annealing's evaluations (also added to `cost_fn.counter`), and whether Ctrl-C ended it.
@@ -305,7 +309,7 @@ def anneal(problem: DevicePlacementProblem, placement: np.ndarray, cost: float, 
     Kicks of a few groups fall back into a wide basin (inception on four K80s: 21 kicks, no gain);
     annealing's long uphill walks leave it, and a cool start keeps the walk near good placements.
     """
-    span = None if deadline == math.inf else (deadline - time.perf_counter()) / 2
+    span = None if deadline == math.inf else (deadline - time.perf_counter()) * share
     if span is not None and span <= 0:
         return placement, cost, 0, False
     r = simulated_annealing(WindowMoves(problem), budget_s=span, max_evals=evals, seed=seed, init=placement,
@@ -371,7 +375,7 @@ def train_colocrl(
     final_starts: int = 1,
     final_kick_size: int = 5,
     final_anneal: int = 5000,
-    final_anneal_scale: float = 1 / 3,
+    final_anneal_scales: tuple[float, ...] = (1 / 3, 1.0),
     final_share: float = 0.25,
     show_progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
@@ -388,11 +392,12 @@ def train_colocrl(
     of each iteration's greedy descent (0: none). At the end, sharing `final_polish_calls` look-ups
     and stopping at `budget_s`: each run's `final_starts` best distinct placements are descended, by
     single moves and swaps of two groups' devices, to a local optimum for both (`final_descent`, the
-    best of each run in turn); then simulated annealing (`anneal`, with `WindowMoves`) from the best
-    optimum, `final_anneal` evaluations per group (0: none; not counted in the look-ups), starting at
-    `final_anneal_scale` times the mean |Δcost| of 200 probe moves, and a descent from its best; then
-    iterated local search from the best optimum spends what is left (`kicks` of `final_kick_size`
-    groups; 0: none). With a deadline, annealing gets half the time left after the descents. Returns
+    best of each run in turn); then one simulated annealing (`anneal`, with `WindowMoves`) per scale of
+    `final_anneal_scales`, each from the best optimum, `final_anneal` evaluations per group (0: none;
+    not counted in the look-ups), starting at that scale times the mean |Δcost| of 200 probe moves,
+    and a descent from its best; then iterated local search from the best optimum found spends what is
+    left (`kicks` of `final_kick_size` groups; 0: none). With a deadline, the annealings share three
+    quarters of the time left after the descents. Returns
     the best placement sampled or polished over all runs, and the last run's policy; `evaluations` counts
     simulator calls (distinct placements per run, and every evaluation of the final annealing).
     """
@@ -499,10 +504,19 @@ def train_colocrl(
             if p is not None and c < best_cost:
                 best, best_cost = p, c
             if final_anneal > 0 and p is not None and not interrupted:
-                bar.set_postfix_str(f"annealing from {best_cost * 1e3:.3f} ms")
-                left = final_polish_calls - final_cost.lookups
-                p, c, annealed, interrupted = anneal(problem, p, c, final_cost, seed, final_anneal * len(p),
-                                                     final_anneal_scale, left, deadline)
+                optimum, optimum_cost = p, c  # every annealing starts here; the best result goes on
+                n_anneals = len(final_anneal_scales)
+                for i, scale in enumerate(final_anneal_scales):
+                    bar.set_postfix_str(f"annealing {i + 1}/{n_anneals} from {optimum_cost * 1e3:.3f} ms")
+                    left = final_polish_calls - final_cost.lookups
+                    share = 0.75 / (n_anneals - i)  # a quarter of the time stays for the kicks
+                    q, qc, n, interrupted = anneal(problem, optimum, optimum_cost, final_cost, seed + i,
+                                                   final_anneal * len(p), scale, left, deadline, share)
+                    annealed += n
+                    if qc < c:
+                        p, c = q, qc
+                    if interrupted:
+                        break
                 if c < best_cost:
                     best, best_cost = p, c
             left = final_polish_calls - final_cost.lookups
