@@ -9,10 +9,11 @@ heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared b
 independent runs, by default two of 500: the first seeded by imitating the best heuristic
 (--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
 best sample unless --rl-sil 0 --rl-polish 0; at the end, sharing --rl-final-calls look-ups, a descent
-by moves and swaps from each run's --rl-final-starts best placements in turn, then simulated annealing
-from the best optimum (--rl-anneal evaluations per group, its own budget) and a descent from its best,
-then iterated local search from the best optimum (kicks of --rl-final-kick random groups, each followed
-by a descent); the best placement found is kept), each with its search time. --jobs 2 runs two pairs at once.
+by moves and swaps from each run's --rl-final-starts best placements in turn, then two simulated
+annealings (cool and hot start) from the best optimum (--rl-anneal evaluations per group each, their
+own budget), each followed by a descent from its best, then iterated local search from the best optimum
+(kicks of --rl-final-kick random groups, each followed by a descent); the best placement found is
+kept), each with its search time. --jobs 2 runs two pairs at once.
 Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
 named in the issue.
 """
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--rl-final-kick", type=int, default=5,
                     help="RL: groups moved by each kick of the final iterated local search (0: no kicks)")
     ap.add_argument("--rl-anneal", type=int, default=5000,
-                    help="RL: annealing evaluations per group after the final descent (0: none)")
+                    help="RL: evaluations per group of each of the two final annealings (0: none)")
     ap.add_argument("--rl-final-calls", type=int, default=400_000,
                     help="RL: cost look-ups of the final descents and kicks (0: none)")
     ap.add_argument("--jobs", type=int, default=1,

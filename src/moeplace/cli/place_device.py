@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rl-anneal",
         type=int,
         default=5000,
-        help="rl: annealing evaluations per op group after the final descent (0: none; less is faster)",
+        help="rl: evaluations per op group of each of the two annealings (cool and hot start) after the "
+        "final descent (0: none; less is faster)",
     )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
