@@ -505,13 +505,13 @@ def train_colocrl(
                 best, best_cost = p, c
             if final_anneal > 0 and p is not None and not interrupted:
                 optimum, optimum_cost = p, c  # every annealing starts here; the best result goes on
-                n_anneals = len(final_anneal_scales)
+                n_anneals, evals = len(final_anneal_scales), final_anneal * len(optimum)
                 for i, scale in enumerate(final_anneal_scales):
                     bar.set_postfix_str(f"annealing {i + 1}/{n_anneals} from {optimum_cost * 1e3:.3f} ms")
                     left = final_polish_calls - final_cost.lookups
                     share = 0.75 / (n_anneals - i)  # a quarter of the time stays for the kicks
                     q, qc, n, interrupted = anneal(problem, optimum, optimum_cost, final_cost, seed + i,
-                                                   final_anneal * len(p), scale, left, deadline, share)
+                                                   evals, scale, left, deadline, share)
                     annealed += n
                     if qc < c:
                         p, c = q, qc
