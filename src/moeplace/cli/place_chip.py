@@ -12,16 +12,21 @@ search and still writes the best so far.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from pathlib import Path
+
+# `place chip ACTION ...`: each action lives in its own module defining `register(actions)`;
+# without an action, `place chip --netlist ...` places the netlist.
+_ACTIONS = ["moeplace.cli.chip_eval", "moeplace.cli.chip_generate", "moeplace.cli.chip_pretrain"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Register the `place chip` subcommand."""
     p = sub.add_parser("chip", help="chip macro placement (Circuit Training netlists, Bookshelf)",
                        description=__doc__.splitlines()[0])
-    p.add_argument("--netlist", required=True,
-                   help="Circuit Training netlist (.pb.txt, optionally .gz) or Bookshelf .aux file")
+    p.add_argument("--netlist", default=None,
+                   help="Circuit Training netlist (.pb.txt, optionally .gz) or Bookshelf .aux (required)")
     p.add_argument("--plc", default=None,
                    help=".plc placement: input positions, and grid/routing settings from its header")
     p.add_argument("--method", choices=["sa", "rl", "both"], default="sa",
@@ -39,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="chip_action", metavar="ACTION", required=False, parser_class=type(p))
+    for module in _ACTIONS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register(actions)
 
 
 def _load(args: argparse.Namespace):
@@ -78,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.place.search import parse_budget
     from moeplace.utils import markdown_table, print_json_line, seed_everything
 
+    if not args.netlist:
+        raise InputError("--netlist: required (a netlist file to place)")
     budget_s = parse_budget(args.budget)
     if args.fd_iterations < 0:
         raise InputError("--fd-iterations: must be >= 0")
