@@ -114,7 +114,9 @@ def test_load_corpus_gives_generated_and_shipped_designs_never_ariane(tmp_path) 
     assert not any("ariane" in n.lower() for n in names)
     assert not any(is_held_out(d.netlist) for d in designs)
     ibm = designs[names.index("ibm01")]
-    assert len(ibm.netlist.hard_macros) == 246 and ibm.header.width > 0
+    assert len(ibm.netlist.hard_macros) == 246 and (ibm.header.columns, ibm.header.rows) == (48, 48)
+    assert "ct/macro_tiles_10x10" not in names  # no hard macro to place (its macros read as soft)
+    assert "ct/macro_tiles_10x10" in [d.name for d in load_corpus([], min_hard_macros=0)]
     gen = designs[0]
     assert gen.header.columns == json.loads((out / INDEX).read_text())["designs"][0]["grid"][0]
 
@@ -137,3 +139,12 @@ def test_loader_bad_folder_is_an_input_error(tmp_path) -> None:
     (tmp_path / INDEX).write_text("{not json")
     with pytest.raises(InputError, match="corpus index"):
         corpus_entries([tmp_path])
+
+
+@pytest.mark.slow
+def test_every_shipped_corpus_design_can_be_placed_legally() -> None:
+    from moeplace.place.chip.problem import ChipProblem
+
+    for d in load_corpus([]):
+        problem = ChipProblem(d.netlist, d.header, soft="fixed", fd_iterations=0)
+        assert problem.is_legal(problem.initial_placement()), d.name

@@ -23,7 +23,7 @@ from moeplace.place.chip.plc import PlcHeader
 from moeplace.place.chip.problem import ChipProblem
 
 MIN_MACROS, MAX_MACROS = 20, 300
-MAX_MACROS_LIMIT = 1000  # the largest hard-macro count a design may ask for
+MAX_MACROS_LIMIT = 500  # the largest hard-macro count a design may ask for
 MAX_GRID = 64  # cells per side
 # (area range um^2, bank size range) per macro class: large memories, medium, small
 _CLASSES = {"large": ((150.0**2, 420.0**2), (1, 2)), "medium": ((60.0**2, 160.0**2), (2, 8)),
@@ -160,10 +160,23 @@ def _legal_grid(rng: np.random.Generator, w: np.ndarray, h: np.ndarray, xy: np.n
             else:
                 cols, rows = min(int(np.ceil(cols * 1.2)), MAX_GRID), min(int(np.ceil(rows * 1.2)), MAX_GRID)
             continue
-        assert problem.is_legal(placement)
         x, y, _ = problem.positions(placement)  # node order: the macros alone
+        if not _no_overlap(x, y, w, h, header.width, header.height):
+            raise AssertionError("greedy placement is not legal")  # snap and pack place legal cells only
         return header, np.stack([x, y], 1), header.width / width
     raise InfeasibleError(f"no legal grid found for {len(w)} macros")  # not reached for sane sizes
+
+
+def _no_overlap(x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray, width: float,
+                height: float, eps: float = 1e-6) -> bool:
+    """True when every rectangle lies inside the canvas and no two overlap (touching is fine)."""
+    inside = ((x - w / 2 >= -eps) & (x + w / 2 <= width + eps) & (y - h / 2 >= -eps)
+              & (y + h / 2 <= height + eps))
+    ox = np.abs(x[:, None] - x[None, :]) < (w[:, None] + w[None, :]) / 2 - eps
+    oy = np.abs(y[:, None] - y[None, :]) < (h[:, None] + h[None, :]) / 2 - eps
+    overlap = ox & oy
+    np.fill_diagonal(overlap, False)
+    return bool(inside.all() and not overlap.any())
 
 
 def _macros_only(w: np.ndarray, h: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -195,7 +208,7 @@ def generate_design(seed: int, name: str = "design", min_macros: int = MIN_MACRO
     header, hard_xy, scale = _legal_grid(rng, w, h, hard_xy, width, height)
     width, height = header.width, header.height
     soft_xy = np.round(soft_xy * scale, 3)
-    n_ports = int(np.clip(round(_loguniform(rng, 16, 8 + 2.5 * n_hard)), 8, 600))
+    n_ports = int(np.clip(round(_loguniform(rng, 16, max(32.0, 8 + 2.5 * n_hard))), 8, 600))
     port_x, port_y = _ports(rng, n_ports, width, height)
     area = _loguniform(rng, 1.0, 8.0, n_soft)
     area *= soft_util * width * height / area.sum()
