@@ -3,7 +3,8 @@
 Every hard-macro input pin gets one driver (a bank's shared bus from its driving cluster, or a nearby
 soft macro), every hard-macro output pin and every input port drives nearby soft macros, every output
 port is driven by one, and each soft macro drives 1 + Poisson(c x (area / mean area)^0.6) nets
-(Rent's rule: pins grow sub-linearly with a cluster's size) of geometric fan-out. Sinks are drawn
+(Rent's rule: pins grow sub-linearly with a cluster's size) whose fan-out k has P(k) ∝ k^-gamma
+(gamma 1.4-2.0 per design; Ariane133's nets fit gamma ≈ 1.5 up to 6 sinks). Sinks are drawn
 with probability ∝ (distance + d0)^-alpha in the latent layout, so most nets stay local.
 """
 
@@ -68,13 +69,16 @@ def build_netlist(rng: np.random.Generator, hard, soft, ports, canvas: tuple[flo
     width, height = canvas
     n_hard, n_soft, n_ports = len(hw), len(sw), len(px)
     pxy = np.stack([px, py], 1)
-    sampler = _Sampler(rng, alpha=float(rng.uniform(2.0, 3.5)), d0=float(np.sqrt(width * height / n_soft)))
+    sampler = _Sampler(rng, alpha=float(rng.uniform(2.3, 3.8)), d0=float(np.sqrt(width * height / n_soft)))
     pick = sampler.pick
     pitch = rng.uniform(8.0, 25.0)
     n_pins = np.clip(np.round(2 * (hw + hh) / pitch), 4, 40).astype(int)
     n_out = np.maximum(1, np.round(n_pins * rng.uniform(0.2, 0.4, n_hard))).astype(int)
     n_in = n_pins - n_out
     is_input_port = rng.random(n_ports) < rng.uniform(0.4, 0.7)
+    gamma = rng.uniform(1.4, 2.0)
+    fan_p = {cap: np.arange(1, cap + 1) ** -gamma for cap in (6, 8, 24)}
+    fan_p = {cap: p / p.sum() for cap, p in fan_p.items()}
     soft_outs: list[list[str]] = [[] for _ in range(n_soft)]  # pin name suffixes, in creation order
     nets: list[tuple[Ref, list[Ref], float]] = []
 
@@ -85,8 +89,9 @@ def build_netlist(rng: np.random.Generator, hard, soft, ports, canvas: tuple[flo
         soft_outs[i].append(f"Poutput_{kind}_{k}")
         nets.append((("sout", i, len(soft_outs[i]) - 1), sinks, weight))
 
-    def fanout(p: float, cap: int) -> int:
-        return int(min(rng.geometric(p), cap))
+    def fanout(cap: int) -> int:
+        """Sinks of a net: P(k) ∝ k^-gamma for k = 1..cap (real netlists: mostly 2-pin nets, a long tail)."""
+        return int(rng.choice(cap, p=fan_p[cap]) + 1)
 
     # banks: shared buses from the cluster nearest the bank, to the same input pins of every member
     driven = [np.zeros(n, bool) for n in n_in]
@@ -107,28 +112,27 @@ def build_netlist(rng: np.random.Generator, hard, soft, ports, canvas: tuple[flo
         for k in np.flatnonzero(~driven[j]):  # every other input pin: one nearby driver
             i = int(pick(hxy[j], sxy, 1)[0])
             sinks: list[Ref] = [("hin", j, int(k))]
-            if rng.random() < 0.3:
+            if rng.random() < 0.5:
                 sinks += [("sin", int(s)) for s in pick(sxy[i], sxy, int(rng.integers(1, 3)), exclude=i)]
             soft_driver(i, sinks, _weight(rng))
         for k in range(n_out[j]):  # output pins drive nearby clusters (now and then a port)
-            sinks = [("sin", int(s)) for s in pick(hxy[j], sxy, fanout(0.5, 8))]
+            sinks = [("sin", int(s)) for s in pick(hxy[j], sxy, fanout(8))]
             outs = np.flatnonzero(~is_input_port)
             if len(outs) and rng.random() < 0.05:
                 sinks.append(("port", int(outs[pick(hxy[j], pxy[outs], 1)[0]])))
             nets.append((("hout", j, k), sinks, _weight(rng)))
     for p in range(n_ports):
         if is_input_port[p]:
-            nets.append((("port", p), [("sin", int(s)) for s in pick(pxy[p], sxy, fanout(0.5, 6))],
+            nets.append((("port", p), [("sin", int(s)) for s in pick(pxy[p], sxy, fanout(6))],
                          _weight(rng)))
         else:
             soft_driver(int(pick(pxy[p], sxy, 1)[0]), [("port", p)], _weight(rng))
     c = rng.uniform(1.5, 5.0)
-    p_fan = rng.uniform(0.35, 0.6)
     area = sw * sh
     n_soft_nets = 1 + rng.poisson(c * (area / area.mean()) ** 0.6)
     for i in range(n_soft):
         for _ in range(int(n_soft_nets[i])):
-            sinks = [("sin", int(s)) for s in pick(sxy[i], sxy, fanout(p_fan, 24), exclude=i)]
+            sinks = [("sin", int(s)) for s in pick(sxy[i], sxy, fanout(24), exclude=i)]
             soft_driver(i, sinks, _weight(rng))
     return _assemble(hard, soft, ports, canvas, is_input_port, n_in, n_out, soft_outs, nets, rng)
 
