@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         rows = _summary(designs)
     print(markdown_table(rows))
-    print(f"wrote {len(designs)} designs to {args.out} (index {INDEX})")
+    n = len(designs)
+    print(f"wrote {n} design{'s' if n != 1 else ''} to {args.out} (index {INDEX})")
     if args.json:
         print_json_line({"count": len(designs), "out": args.out, "seed": args.seed,
                          "hard_macros": [d["hard_macros"] for d in designs],

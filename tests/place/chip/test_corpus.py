@@ -44,6 +44,8 @@ def test_cli_writes_designs_index_and_pngs(tmp_path, capsys) -> None:
     (["--count", "0"], "--count"),
     (["--count", "1", "--min-macros", "40", "--max-macros", "30"], "--max-macros"),
     (["--count", "1", "--min-macros", "0"], "--min-macros"),
+    (["--count", "1", "--max-macros", "501"], "--max-macros"),
+    (["--count", "1", "--seed", "-1"], "--seed"),
 ])
 def test_cli_bad_arguments_exit_2(tmp_path, capsys, extra, needle) -> None:
     err = _error(["place", "chip", "generate", "--out", str(tmp_path / "o"), *extra], capsys)

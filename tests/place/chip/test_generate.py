@@ -168,3 +168,27 @@ def test_writer_round_trips_a_circuit_training_sample(tmp_path) -> None:
         assert np.array_equal(getattr(back, field), getattr(src, field)), field
     ports = src.ports
     assert np.array_equal(back.x[ports], src.x[ports]) and np.array_equal(back.y[ports], src.y[ports])
+
+
+def _legal_layout(netlist, header) -> bool:
+    hard = netlist.hard_macros
+    x, y, w, h = netlist.x[hard], netlist.y[hard], netlist.width[hard], netlist.height[hard]
+    inside = ((x - w / 2 >= -1e-6) & (x + w / 2 <= header.width + 1e-6)
+              & (y - h / 2 >= -1e-6) & (y + h / 2 <= header.height + 1e-6)).all()
+    return bool(inside) and _overlaps(x, y, w, h) == 0
+
+
+def test_largest_default_designs_are_placeable() -> None:
+    d = generate_design(0, min_macros=290, max_macros=300)
+    assert 290 <= len(d.netlist.hard_macros) <= 300
+    assert _legal_layout(d.netlist, d.header)
+    assert max(d.header.columns, d.header.rows) <= 64
+
+
+@pytest.mark.slow
+def test_designs_across_the_whole_range_are_placeable() -> None:
+    for seed in range(30):
+        d = generate_design(seed)
+        assert _legal_layout(d.netlist, d.header), seed
+    d = generate_design(7, min_macros=500, max_macros=500)
+    assert _legal_layout(d.netlist, d.header)

@@ -105,6 +105,8 @@ def generate_corpus(out: str | Path, count: int, seed: int = 0, min_macros: int 
 
     if count < 1:
         raise InputError(f"--count: must be >= 1, got {count}")
+    if seed < 0:
+        raise InputError(f"--seed: must be >= 0, got {seed}")
     if min_macros < 1:
         raise InputError(f"--min-macros: must be >= 1, got {min_macros}")
     if max_macros < min_macros:
