@@ -157,8 +157,9 @@ def test_hard_macro_pins_sit_on_their_macro() -> None:
     assert (np.abs(nl.x_offset[pins]) + np.abs(nl.y_offset[pins]) > 0).all()  # offsets, not centres
 
 
-def test_writer_round_trips_a_circuit_training_sample(tmp_path) -> None:
-    src = load_netlist(CHIP_DIR / "circuit_training" / "sample_clustered" / "netlist.pb.txt")
+@pytest.mark.parametrize("sample", ["sample_clustered", "toy_macro_stdcell", "simple_grouped_with_coords"])
+def test_writer_round_trips_a_circuit_training_sample(tmp_path, sample) -> None:
+    src = load_netlist(CHIP_DIR / "circuit_training" / sample / "netlist.pb.txt")
     path = tmp_path / "copy.pb.txt"
     path.write_text(netlist_pbtxt(src))
     back = load_netlist(path)
@@ -166,8 +167,8 @@ def test_writer_round_trips_a_circuit_training_sample(tmp_path) -> None:
     for field in ("kind", "width", "height", "orient", "parent", "x_offset", "y_offset", "net_driver",
                   "net_ptr", "net_pins", "net_weight"):
         assert np.array_equal(getattr(back, field), getattr(src, field)), field
-    ports = src.ports
-    assert np.array_equal(back.x[ports], src.x[ports]) and np.array_equal(back.y[ports], src.y[ports])
+    placed = np.concatenate([src.macros, src.ports])
+    assert np.array_equal(back.x[placed], src.x[placed]) and np.array_equal(back.y[placed], src.y[placed])
 
 
 def _legal_layout(netlist, header) -> bool:
