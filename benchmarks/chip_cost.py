@@ -83,6 +83,10 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     dens = sorted((a / (cw * ch) for row in area for a in row), reverse=True)
     k = max(1, math.floor(0.1 * len(dens)))
     density = 0.5 * sum(dens[:k]) / k
+    # congestion, on its own grid where the header names one
+    if hd.congestion_columns is not None:
+        cols, rows = hd.congestion_columns, hd.congestion_rows
+        cw, ch = W / cols, H / rows
     # congestion: net routing
     hdem = [[0.0] * cols for _ in range(rows)]
     vdem = [[0.0] * cols for _ in range(rows)]
@@ -101,6 +105,8 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     for m in range(len(weights)):
         w = weights[m]
         net = pins[ptr[m]:ptr[m + 1]]
+        if any(not (0 <= px[p] <= W and 0 <= py[p] <= H) for p in net):
+            continue  # a net with a pin off the canvas is not routed
         src = cell(net[0])
         cells = [src]
         for p in net[1:]:
@@ -125,14 +131,14 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     ks = int(hd.smoothing)
     hs = [[0.0] * cols for _ in range(rows)]
     vs = [[0.0] * cols for _ in range(rows)]
-    for r in range(rows):
+    for r in range(rows):  # V demand spreads over neighbouring columns, H demand over rows
         for c in range(cols):
             lo, hi = max(0, c - ks), min(cols - 1, c + ks)
             for cc in range(lo, hi + 1):
-                hs[r][cc] += hdem[r][c] / (hi - lo + 1)
+                vs[r][cc] += vdem[r][c] / (hi - lo + 1)
             lo, hi = max(0, r - ks), min(rows - 1, r + ks)
             for rr in range(lo, hi + 1):
-                vs[rr][c] += vdem[r][c] / (hi - lo + 1)
+                hs[rr][c] += hdem[r][c] / (hi - lo + 1)
     hcong = [[hs[r][c] / (ch * hd.hroutes_per_micron) for c in range(cols)] for r in range(rows)]
     vcong = [[vs[r][c] / (cw * hd.vroutes_per_micron) for c in range(cols)] for r in range(rows)]
     # congestion: hard macros' routing allocation
@@ -140,19 +146,30 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
         if kind[i] != NodeKind.HARD_MACRO:
             continue
         x0, y0, x1, y1 = footprint(i)
-        rs, cs = spans(y0, y1, ch, rows), spans(x0, x1, cw, cols)
-        top = max(r for r, _ in rs) if len(rs) > 1 and any(o < ch * (1 - 1e-9) for _, o in rs) else None
-        right = max(c for c, _ in cs) if len(cs) > 1 and any(o < cw * (1 - 1e-9) for _, o in cs) else None
-        for r, oy in rs:
-            for c, ox in cs:
-                if r != top:
-                    vcong[r][c] += ox * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
-                if c != right:
-                    hcong[r][c] += oy * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
+        # the cells of the corners, floor(edge / cell) clamped to the grid; the last one may be empty
+        r0, r1 = (min(max(math.floor(v / ch), 0), rows - 1) for v in (y0, y1))
+        c0, c1 = (min(max(math.floor(v / cw), 0), cols - 1) for v in (x0, x1))
+        oy = {r: max(0.0, min(y1, (r + 1) * ch) - max(y0, r * ch)) for r in range(r0, r1 + 1)}
+        ox = {c: max(0.0, min(x1, (c + 1) * cw) - max(x0, c * cw)) for c in range(c0, c1 + 1)}
+        drop_v = drop_h = False
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                dx, dy = (ox[c], oy[r]) if ox[c] > 0 and oy[r] > 0 else (0.0, 0.0)
+                drop_v |= r1 != r0 and r in (r0, r1) and abs(dy - ch) > 1e-5
+                drop_h |= c1 != c0 and c in (c0, c1) and abs(dx - cw) > 1e-5
+                vcong[r][c] += dx * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
+                hcong[r][c] += dy * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
+        for c in range(c0, c1 + 1):
+            if drop_v and ox[c] > 0 and oy[r1] > 0:
+                vcong[r1][c] -= ox[c] * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
+        for r in range(r0, r1 + 1):
+            if drop_h and oy[r] > 0 and ox[c1] > 0:
+                hcong[r][c1] -= oy[r] * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
     flat = sorted([v for row in vcong for v in row] + [h for row in hcong for h in row], reverse=True)
     k = max(1, math.floor(0.05 * len(flat)))
     congestion = sum(flat[:k]) / k
-    return wirelength, density, congestion, wirelength + 0.5 * density + 0.5 * congestion
+    a, b, c = hd.weights
+    return wirelength, density, congestion, a * wirelength + b * density + c * congestion
 
 
 def _median_ms(fn, repeats: int) -> tuple[float, float]:

@@ -27,6 +27,8 @@ _PAIR_FIELDS = {  # regex -> (first attribute, second attribute)
         ("hroutes_per_micron", "vroutes_per_micron"),
     re.compile(rf"^Routes used by macros,\s*hor\s*:\s*{_NUM}\s+ver\s*:\s*{_NUM}"):
         ("hrouting_alloc", "vrouting_alloc"),
+    re.compile(rf"^Congestion Columns\s*:\s*{_NUM}\s+Congestion Rows\s*:\s*{_NUM}"):
+        ("congestion_columns", "congestion_rows"),
 }
 _SINGLE_FIELDS = {
     re.compile(rf"^Smoothing factor\s*:\s*{_NUM}"): "smoothing",
@@ -55,6 +57,9 @@ class PlcHeader:
     vrouting_alloc: float = 51.79
     smoothing: float = 2.0
     overlap_threshold: float = 0.004
+    congestion_columns: int | None = None  # a separate congestion grid (Circuit Training's current
+    congestion_rows: int | None = None  # code writes `Congestion Columns : c  Congestion Rows : r`)
+    weights: tuple[float, float, float] = (1.0, 0.5, 0.5)  # wirelength, density, congestion (not in files)
     blockages: list[tuple[float, float, float, float, float]] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)  # e.g. "Wirelength cost" -> 0.0736
     lines: list[str] = field(default_factory=list)  # raw header comment lines, '#' stripped
@@ -111,9 +116,9 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
         m = rx.match(body)
         if m:
             va, vb = float(m.group(1)), float(m.group(2))
-            if a == "columns":
-                if va != int(va) or vb != int(vb):
-                    raise InputError(f"{path}:{lineno}: grid columns and rows must be integers")
+            if a in ("columns", "congestion_columns"):
+                if va != int(va) or vb != int(vb) or va < 1 or vb < 1:
+                    raise InputError(f"{path}:{lineno}: grid columns and rows must be positive integers")
                 va, vb = int(va), int(vb)
             setattr(header, a, va)
             setattr(header, b, vb)
@@ -136,7 +141,8 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
         key = "Area" if m.group(1).startswith("Area") else m.group(1)
         header.figures[key] = float(m.group(2))
         return
-    for key in ("Columns", "Width", "Routes per micron", "Routes used by macros", "Smoothing factor"):
+    for key in ("Columns", "Congestion Columns", "Width", "Routes per micron", "Routes used by macros",
+                "Smoothing factor"):
         if body.startswith(key):
             raise InputError(f"{path}:{lineno}: malformed header line {('# ' + body)[:80]!r}")
 
@@ -250,6 +256,9 @@ def _canonical_lines(header: PlcHeader, figures: dict[str, float]) -> dict[str, 
         "Routes used by macros, hor": f" Routes used by macros, hor : {_fmt(header.hrouting_alloc)}  "
                                       f"ver : {_fmt(header.vrouting_alloc)}",
         "Smoothing factor": f" Smoothing factor : {_fmt(header.smoothing)}",
+        **({"Congestion Columns": f" Congestion Columns : {header.congestion_columns}  "
+                                  f"Congestion Rows : {header.congestion_rows}"}
+           if header.congestion_columns is not None and header.congestion_rows is not None else {}),
         "Overlap threshold": f" Overlap threshold : {_fmt(header.overlap_threshold)}",
     }
     for k, v in figures.items():
@@ -259,13 +268,14 @@ def _canonical_lines(header: PlcHeader, figures: dict[str, float]) -> dict[str, 
 
 def ascii_map(title: str, values: np.ndarray) -> list[str]:
     """A grid map drawn as Circuit Training's .plc headers draw it: one digit floor(10 x value) per
-    cell ('#' above 1, blank for 0), top row first (lines without the leading '#')."""
+    cell ('#' above 1, '!' above 1.1, blank for 0), top row first (lines without the leading '#')."""
     rows, cols = values.shape
     rule = "    " + "-" * (2 * cols + 1)
     out = [f" {title}", "    |" + "".join(f"{c // 10 % 10}|" for c in range(cols)),
            "    |" + "".join(f"{c % 10}|" for c in range(cols)), rule]
     for r in range(rows - 1, -1, -1):
-        cells = ["#" if v > 1.0 else (" " if int(v * 10) == 0 else str(int(v * 10))) for v in values[r]]
+        cells = ["!" if v > 1.1 else "#" if v > 1.0 else (" " if int(v * 10) == 0 else str(int(v * 10)))
+                 for v in values[r]]
         out.append(f"{r:4d}|" + "|".join(cells) + "|")
     return out + [rule, " "]
 
