@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from moeplace.data import CHIP_DIR
-from moeplace.place.chip.cost import WEIGHT_PRESETS, ProxyCost, ct_congestion_grid
+from moeplace.place.chip.cost import ProxyCost
 from moeplace.place.chip.netlist import load_netlist
 from moeplace.place.chip.plc import PlcHeader, load_placement, read_plc, write_plc
+from moeplace.place.chip.settings import WEIGHT_PRESETS, ct_congestion_grid
 
 ARIANE = CHIP_DIR / "ariane133"
 

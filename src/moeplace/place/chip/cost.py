@@ -25,13 +25,10 @@ from moeplace.place.chip.density import (
 )
 from moeplace.place.chip.netlist import Netlist, NodeKind, pin_positions, swaps_axes
 from moeplace.place.chip.plc import PlcHeader
+from moeplace.place.chip.settings import WEIGHT_PRESETS
 from moeplace.place.chip.wirelength import PaddedNets, hpwl_per_net, subset_csr, wirelength_cost
 
 WIRELENGTH_WEIGHT, DENSITY_WEIGHT, CONGESTION_WEIGHT = 1.0, 0.5, 0.5
-# (wirelength, density, congestion) weights: Google's internal flow, as used by the TILOS MacroPlacement
-# tables (Docs/ProxyCost/README.md), and Circuit Training's public defaults (environment/environment.py)
-WEIGHT_PRESETS = {"google": (1.0, 0.5, 0.5), "ct": (1.0, 1.0, 0.5)}
-ROUTES_PER_CONGESTION_GRID = 1000.0  # Circuit Training's default (environment/placement_util.py)
 
 
 @dataclass(frozen=True)
@@ -105,16 +102,6 @@ class Grid:
     def inside(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Whether points lie on the canvas (its edges included)."""
         return (x >= 0) & (x <= self.width) & (y >= 0) & (y <= self.height)
-
-
-def ct_congestion_grid(header: PlcHeader, routes_per_congestion_grid: float = ROUTES_PER_CONGESTION_GRID
-                       ) -> tuple[int, int]:
-    """Circuit Training's congestion grid (placement_util.create_placement_cost, without its
-    legacy flag): square cells of side 2 x routes_per_congestion_grid / (H + V routes per micron)."""
-    if not routes_per_congestion_grid > 0:
-        raise ValueError("routes_per_congestion_grid must be positive")
-    size = 2.0 * routes_per_congestion_grid / (header.hroutes_per_micron + header.vroutes_per_micron)
-    return max(1, int(header.width / size)), max(1, int(header.height / size))
 
 
 @dataclass(frozen=True)

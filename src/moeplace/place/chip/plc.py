@@ -64,6 +64,7 @@ class PlcHeader:
     figures: dict[str, float] = field(default_factory=dict)  # e.g. "Wirelength cost" -> 0.0736
     lines: list[str] = field(default_factory=list)  # raw header comment lines, '#' stripped
     source: str = ""
+    field_lines: dict[str, int] = field(default_factory=dict)  # e.g. "width" -> its line in the file
 
     @property
     def cell_width(self) -> float:
@@ -97,6 +98,8 @@ class PlcPlacement:
     orientation: list[str]
     fixed: np.ndarray  # bool [K]
     line: np.ndarray  # int64 [K] line number of each row in its file
+    node_name: list[str] = field(default_factory=list)  # per row: the node's name where the row gives
+    # one instead of an index (node_index -1 until apply_plc looks it up), else ""
 
 
 def _number(text: str, path: Path, lineno: int, what: str) -> float:
@@ -122,6 +125,7 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
                 va, vb = int(va), int(vb)
             setattr(header, a, va)
             setattr(header, b, vb)
+            header.field_lines[a] = lineno
             return
     for rx, a in _SINGLE_FIELDS.items():
         m = rx.match(body)
@@ -155,7 +159,7 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
     except OSError as e:
         raise InputError(f"{path}: cannot read placement file ({e.strerror or e})") from None
     header = PlcHeader(source=str(path))
-    idx, xs, ys, orients, fixed, lines = [], [], [], [], [], []
+    idx, xs, ys, orients, fixed, lines, names = [], [], [], [], [], [], []
     in_body = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         s = raw.strip()
@@ -172,11 +176,17 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
         if len(parts) not in (4, 5):
             raise InputError(f"{path}:{lineno}: placement row needs 'node_index x y orientation [fixed]', "
                              f"got {len(parts)} fields")
+        name = ""
         try:
             i = int(parts[0])
         except ValueError:
-            raise InputError(f"{path}:{lineno}: node index is not an integer: {parts[0]!r}") from None
-        if i < 0:
+            try:
+                float(parts[0])
+            except ValueError:  # a node name: looked up in the netlist by apply_plc
+                i, name = -1, parts[0]
+            else:
+                raise InputError(f"{path}:{lineno}: node index is not an integer: {parts[0]!r}") from None
+        if i < 0 and not name:
             raise InputError(f"{path}:{lineno}: negative node index {i}")
         o = parts[3]
         if o != "-" and o not in ORIENTATIONS:
@@ -190,16 +200,32 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
         orients.append(o)
         fixed.append(f == "1")
         lines.append(lineno)
+        names.append(name)
     placement = PlcPlacement(node_index=np.asarray(idx, np.int64), x=np.asarray(xs, np.float64),
                              y=np.asarray(ys, np.float64), orientation=orients,
-                             fixed=np.asarray(fixed, bool), line=np.asarray(lines, np.int64))
+                             fixed=np.asarray(fixed, bool), line=np.asarray(lines, np.int64),
+                             node_name=names if any(names) else [])
     return header, placement
 
 
 def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placement") -> None:
-    """Set centres, orientations and fixed flags of the netlist's macros and ports from .plc rows."""
+    """Set centres, orientations and fixed flags of the netlist's macros and ports from .plc rows.
+
+    Rows may name nodes instead of numbering them. A file with rows must place every hard and soft
+    macro (one without rows keeps the netlist's positions); InputError names the file and line."""
     n = netlist.num_nodes
+    for k, name in enumerate(placement.node_name):
+        if name:
+            try:
+                placement.node_index[k] = netlist.index(name)
+            except KeyError:
+                raise InputError(f"{source}:{placement.line[k]}: unknown node {name!r}") from None
+    seen: dict[int, int] = {}
     for k, i in enumerate(placement.node_index):
+        if int(i) in seen:
+            raise InputError(f"{source}:{placement.line[k]}: node {i} ({netlist.names[i] if i < n else '?'}) "
+                             f"is placed twice (first on line {seen[int(i)]})")
+        seen[int(i)] = int(placement.line[k])
         if i >= n:
             raise InputError(f"{source}:{placement.line[k]}: node index {i} is out of range "
                              f"(netlist has {n} nodes)")
@@ -207,6 +233,12 @@ def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placemen
         if kind not in (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO, NodeKind.PORT):
             raise InputError(f"{source}:{placement.line[k]}: node {i} ({netlist.names[i]!r}) is a pin, "
                              "not a macro or port")
+    if len(placement.node_index):
+        missing = np.setdiff1d(netlist.macros, placement.node_index)
+        if len(missing):
+            m = int(missing[0])
+            raise InputError(f"{source}: no row for macro {netlist.names[m]!r} (node {m}; {len(missing)} "
+                             "macros missing): a .plc with rows must place every hard and soft macro")
     i = placement.node_index
     netlist.x[i] = placement.x
     netlist.y[i] = placement.y
@@ -216,10 +248,59 @@ def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placemen
 
 
 def load_placement(netlist: Netlist, path: str | Path) -> PlcHeader:
-    """Read a .plc file, apply it to the netlist and return its header (the one-call convenience)."""
+    """Read a .plc file, check it against the netlist, apply it and return its header."""
     header, placement = read_plc(path)
+    check_header_against_netlist(netlist, header, str(path))
     apply_plc(netlist, placement, source=str(path))
     return header
+
+
+def netlist_sizes(netlist: Netlist) -> dict[str, tuple[float, float]]:
+    """Canvas and grid a netlist states: its metadata canvas, and the leading comment lines of its
+    file as Circuit Training reads them (`FP bbox: {x0 y0} {x1 y1}`, `Width : w  Height : h`,
+    `Columns : c  Rows : r`)."""
+    out: dict[str, tuple[float, float]] = {}
+    if netlist.canvas is not None:
+        out["canvas"] = (float(netlist.canvas[0]), float(netlist.canvas[1]))
+    path = Path(netlist.source) if netlist.source else None
+    if path is None or not path.is_file() or path.suffix == ".aux":
+        return out
+    import gzip
+
+    try:
+        with (gzip.open(path, "rt", errors="replace") if path.suffix == ".gz"
+              else path.open(encoding="utf-8", errors="replace")) as f:
+            for _, line in zip(range(200), f):
+                if not line.startswith("#"):
+                    break
+                m = re.search(rf"FP bbox:\s*\{{{_NUM}\s+{_NUM}\}}\s*\{{{_NUM}\s+{_NUM}\}}", line)
+                m2 = re.search(rf"Width\s*:\s*{_NUM}\s+Height\s*:\s*{_NUM}", line)
+                m3 = re.search(rf"(?<![A-Za-z] )Columns\s*:\s*{_NUM}\s+Rows\s*:\s*{_NUM}", line)
+                if m:
+                    out["canvas"] = (float(m.group(3)), float(m.group(4)))
+                elif m2:
+                    out["canvas"] = (float(m2.group(1)), float(m2.group(2)))
+                elif m3:
+                    out["grid"] = (float(m3.group(1)), float(m3.group(2)))
+    except (OSError, EOFError, ValueError):
+        pass  # the netlist reader reports unreadable files itself
+    return out
+
+
+def check_header_against_netlist(netlist: Netlist, header: PlcHeader, source: str) -> None:
+    """InputError (file:line) where the .plc's canvas or grid disagrees with what the netlist states."""
+    sizes = netlist_sizes(netlist)
+    where = netlist.source or "the netlist"
+    if "canvas" in sizes and header.field_lines.get("width"):
+        w, h = sizes["canvas"]
+        if any(abs(a - b) > max(1e-3, 1e-6 * abs(b)) for a, b in ((header.width, w), (header.height, h))):
+            raise InputError(f"{source}:{header.field_lines['width']}: canvas {header.width:g} x "
+                             f"{header.height:g} disagrees with the netlist's {w:g} x {h:g} ({where})")
+    if "grid" in sizes and header.field_lines.get("columns"):
+        c, r = sizes["grid"]
+        if (header.columns, header.rows) != (int(c), int(r)):
+            raise InputError(f"{source}:{header.field_lines['columns']}: grid {header.columns} x "
+                             f"{header.rows} disagrees with the netlist's {int(c)} x {int(r)} ({where})")
 
 
 def default_header(netlist: Netlist, columns: int = 10, rows: int = 10, width: float | None = None,
