@@ -22,6 +22,7 @@ from moeplace.data import CHIP_DIR
 from moeplace.place.chip.cost import ProxyCost
 from moeplace.place.chip.netlist import Netlist, NodeKind, load_netlist
 from moeplace.place.chip.plc import PlcHeader, load_placement
+from moeplace.place.chip.settings import preset
 from moeplace.utils import markdown_table, print_json_line
 
 # orientation -> how a pin offset (dx, dy) turns: (a, b, c, d) gives (a*dx + b*dy, c*dx + d*dy)
@@ -222,15 +223,37 @@ def main() -> None:
         state.accept()
     full = pc.evaluate(state.x, state.y, state.orient)
     assert abs(full.proxy - state.terms().proxy) < 1e-9
+    # Circuit Training's current settings: its own 81 x 81 congestion grid, smoothing 5, weights 1/1/0.5
+    ct_hd = preset(hd, "ct")
+    ct_pc = ProxyCost(nl, ct_hd)
+    ct_terms = ct_pc.evaluate()
+    assert np.allclose(naive_proxy_cost(nl, ct_hd, x, y, o), (ct_terms.wirelength, ct_terms.density,
+                                                               ct_terms.congestion, ct_terms.proxy),
+                       rtol=1e-9, atol=1e-12)
+    ct_full_ms = _median_ms(ct_pc.evaluate, args.repeats)
+    ct_state = ct_pc.state()
+    it = iter([(int(rng.choice(nl.hard_macros)), rng.uniform(0, hd.width), rng.uniform(0, hd.height))
+               for _ in range(args.moves)])
+
+    def ct_move(it=it):
+        i, nx, ny = next(it)
+        ct_state.move([i], [nx], [ny])
+        ct_state.reject()
+
+    ct_hard_ms = _median_ms(ct_move, args.moves)
     timings = [("naive per-net Python loop (full)", naive_ms), ("vectorised numpy (full)", full_ms),
                ("incremental, 1 hard macro moves", per_kind["hard"]),
-               ("incremental, 1 soft macro moves", per_kind["soft"])]
+               ("incremental, 1 soft macro moves", per_kind["soft"]),
+               ("vectorised (full), CT settings", ct_full_ms),
+               ("incremental, 1 hard macro, CT settings", ct_hard_ms)]
     rows = [{"evaluation": name, "wall ms": wall, "cpu ms": cpu, "speed-up (cpu)": naive_ms[1] / cpu}
             for name, (wall, cpu) in timings]
     print(f"Ariane133 legalized.plc: {nl.num_nets} nets, {len(nl.net_pins)} net pins, grid "
           f"{hd.columns}x{hd.rows}; netlist parse {parse_s:.2f} s")
     print(f"costs: wirelength {terms.wirelength:.5f}  density {terms.density:.5f}  "
           f"congestion {terms.congestion:.5f}  proxy {terms.proxy:.5f} (both evaluators agree)")
+    print(f"CT settings ({ct_pc.cgrid.columns}x{ct_pc.cgrid.rows} congestion grid, smoothing 5, weights "
+          f"1/1/0.5): congestion {ct_terms.congestion:.5f}  proxy {ct_terms.proxy:.5f} (both agree)")
     print(markdown_table(rows, floatfmt=".4g"))
     print_json_line({
         "netlist": "ariane133", "parse_s": round(parse_s, 3),
@@ -242,6 +265,8 @@ def main() -> None:
         "speedup_incremental_hard": round(naive_ms[1] / per_kind["hard"][1], 1),
         "wirelength": round(terms.wirelength, 6), "density": round(terms.density, 6),
         "congestion": round(terms.congestion, 6), "proxy": round(terms.proxy, 6),
+        "ct_full_ms": round(ct_full_ms[1], 3), "ct_incremental_hard_move_ms": round(ct_hard_ms[1], 3),
+        "ct_congestion": round(ct_terms.congestion, 6), "ct_proxy": round(ct_terms.proxy, 6),
     })
 
 if __name__ == "__main__":

@@ -117,3 +117,21 @@ def test_header_only_plc_keeps_netlist_positions():
     x = netlist.x.copy()
     load_placement(netlist, SIMPLE / "initial.plc")
     assert (netlist.x == x).all()
+
+
+def test_place_chip_searches_under_the_cost_options(tmp_path, capsys):
+    """`place chip --congestion-grid 7x5 --weights ct`: the input row is scored in those settings."""
+    from moeplace.place.chip.cost import ProxyCost
+    from moeplace.place.chip.settings import with_settings
+
+    toy = CHIP_DIR / "circuit_training" / "toy_macro_stdcell"
+    rc = main(["place", "chip", "--netlist", str(toy / "netlist.pb.txt"), "--plc", str(toy / "initial.plc"),
+               "--method", "sa", "--budget", "1s", "--congestion-grid", "7x5", "--weights", "ct",
+               "--out", str(tmp_path / "o.plc"), "--json"])
+    assert rc == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    netlist = load_netlist(toy / "netlist.pb.txt")
+    header = with_settings(load_placement(netlist, toy / "initial.plc"), congestion_grid=(7, 5), weights="ct")
+    t = ProxyCost(netlist, header).evaluate()
+    assert figures["input"]["proxy"] == pytest.approx(t.proxy, abs=1e-4)
+    assert t.proxy == pytest.approx(t.wirelength + t.density + 0.5 * t.congestion)
