@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="force-directed iterations for the soft macros after each RL episode (default 10)")
     p.add_argument("--soft-start", choices=["input", "center"], default="input",
                    help="where force-directed placement starts the soft macros (default: input positions)")
+    from moeplace.cli.chip_eval import add_cost_options
+
+    add_cost_options(p)  # --congestion-grid, --routes-per-congestion-grid, --weights
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -68,7 +71,9 @@ def _load(args: argparse.Namespace):
         netlist, header = load_bookshelf(path, columns=args.columns, rows=args.rows)
         if args.plc:
             load_placement(netlist, args.plc)
-        return netlist, header
+        from moeplace.cli.chip_eval import apply_cost_options
+
+        return netlist, apply_cost_options(args, header)
     netlist = load_netlist(path)
     if args.plc:
         header = load_placement(netlist, args.plc)
@@ -80,7 +85,9 @@ def _load(args: argparse.Namespace):
         header = default_header(netlist, columns=args.columns or 10, rows=args.rows or 10)
     if args.columns is not None and args.columns < 1 or args.rows is not None and args.rows < 1:
         raise InputError("--columns/--rows: must be >= 1")
-    return netlist, header
+    from moeplace.cli.chip_eval import apply_cost_options
+
+    return netlist, apply_cost_options(args, header)
 
 
 def run(args: argparse.Namespace) -> int:
