@@ -115,7 +115,7 @@ def movable_hard_macros(netlist: Netlist) -> np.ndarray:
     return movable[np.argsort(-area, kind="stable")]
 
 
-def _obstacles(netlist: Netlist, blockages) -> tuple[np.ndarray, ...]:
+def static_obstacles(netlist: Netlist, blockages) -> tuple[np.ndarray, ...]:
     """Centres and sizes of the fixed hard macros and the blockages (rate > 0)."""
     hard = netlist.hard_macros
     fixed = hard[netlist.fixed[hard]]
@@ -184,7 +184,7 @@ def grid_scores(netlist: Netlist, width: float, height: float, blockages=(),
     grids were tried. `columns` or `rows` pins that dimension."""
     order = movable_hard_macros(netlist)
     w, h = netlist.width[order].astype(np.float64), netlist.height[order].astype(np.float64)
-    obstacles = _obstacles(netlist, blockages)
+    obstacles = static_obstacles(netlist, blockages)
     hard = netlist.hard_macros
     fixed = hard[netlist.fixed[hard]]
     file_order = np.sort(order)  # Circuit Training takes the waste ratios over macros in node order
