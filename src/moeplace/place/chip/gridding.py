@@ -134,29 +134,30 @@ def pack(grid: Grid, w: np.ndarray, h: np.ndarray, obstacles: tuple[np.ndarray, 
         obstacles = (np.zeros(0),) * 4
     cc, rc = grid.col_centers(), grid.row_centers()
     xs, ys = np.zeros(n), np.zeros(n)
-    static: dict[tuple[float, float], np.ndarray] = {}
-    free = np.zeros(0, dtype=bool)
+    free2d = np.zeros((grid.rows, grid.columns), dtype=bool)
+    free = free2d.reshape(-1)
     key: tuple[float, float] | None = None
-    start = 0
+    start = kx = ky = 0
     for i in range(n):
         wi, hi = float(w[i]), float(h[i])
         if (wi, hi) != key:  # a new size: its legal cells given every macro placed so far
             key = (wi, hi)
-            if key not in static:
-                static[key] = inside_canvas(grid, wi, hi) & ~blocked_by(grid, wi, hi, *obstacles)
-            free = static[key] & ~blocked_by(grid, wi, hi, xs[:i], ys[:i], w[:i], h[:i])
+            free2d[:] = (inside_canvas(grid, wi, hi) & ~blocked_by(grid, wi, hi, *obstacles)
+                         & ~blocked_by(grid, wi, hi, xs[:i], ys[:i], w[:i], h[:i])).reshape(free2d.shape)
+            # a macro of this size on a cell blocks the cells up to kx columns, ky rows away for the
+            # next one of the same size (blocked_by's test, centres being a cell apart)
+            kx = int(np.count_nonzero(np.abs(cc - cc[0]) < (wi + wi) / 2 - EPS)) - 1
+            ky = int(np.count_nonzero(np.abs(rc - rc[0]) < (hi + hi) / 2 - EPS)) - 1
             start = 0
         # cells only get blocked, so within a run of equal sizes the first free cell only moves on
-        j = start + int(np.argmax(free[start:]))
+        j = start + int(free[start:].argmax())
         if not free[j]:
             return None
         start = j
         r, c = divmod(j, grid.columns)
         xs[i], ys[i] = cc[c], rc[r]
-        cols = np.flatnonzero(np.abs(cc - xs[i]) < (wi + wi) / 2 - EPS)  # same test as blocked_by
-        rows = np.flatnonzero(np.abs(rc - ys[i]) < (hi + hi) / 2 - EPS)
-        if len(cols) and len(rows):
-            free.reshape(grid.rows, grid.columns)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = False
+        if kx >= 0 and ky >= 0:
+            free2d[max(r - ky, 0):r + ky + 1, max(c - kx, 0):c + kx + 1] = False
     return xs, ys
 
 
