@@ -158,7 +158,7 @@ def describe(settings: dict) -> list[str]:
     if g:
         best, chosen = g["best"], g["chosen"]
         grid += (f": {g['packed']} of {g['tried']} grids pack the hard macros; score "
-                 f"{chosen['metric']:.4f}, the most per cell within 5% of the best, "
+                 f"{chosen['metric']:.4f}, the most per cell within {100 * g['tolerance']:g}% of the best, "
                  f"{best['metric']:.4f} on {best['columns']} x {best['rows']}"
                  + ("; bounds widened" if g["relaxed"] else ""))
     grid += ")"

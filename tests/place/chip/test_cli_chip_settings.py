@@ -67,6 +67,16 @@ def test_grid_from_plc_options_or_gridding(tmp_path, capsys) -> None:
     assert 500 <= s["columns"] * s["rows"] <= 4096
 
 
+def test_a_plc_without_grid_or_canvas_lines_gets_them_from_the_netlist(tmp_path, capsys) -> None:
+    plc = tmp_path / "bare.plc"
+    lines = (TOY / "initial.plc").read_text().splitlines()
+    plc.write_text("\n".join(ln for ln in lines if not ln.startswith(("# Columns", "# Width"))) + "\n")
+    s = _run(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--plc", str(plc),
+              "--budget", "0.2s", "--out", str(tmp_path / "o.plc"), "--json"], capsys)["settings"]
+    assert s["grid_from"] == "gridding" and s["canvas_from"] == "cell area at 60% utilisation"
+    assert s["width"] > 0 and 500 <= s["columns"] * s["rows"] <= 4096
+
+
 def test_routing_options_override_the_plc_header_over_the_defaults(tmp_path, capsys) -> None:
     plc = tmp_path / "routed.plc"
     text = (TOY / "initial.plc").read_text()

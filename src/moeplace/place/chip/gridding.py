@@ -68,6 +68,7 @@ class GriddingResult:
     tried: int
     packed: int
     relaxed: bool  # True when no grid within Circuit Training's bounds packed and the bounds were widened
+    tolerance: float = GriddingOptions.tolerance
 
     @property
     def columns(self) -> int:
@@ -82,7 +83,7 @@ class GriddingResult:
     def as_dict(self) -> dict:
         """Plain figures for JSON output."""
         return {"chosen": asdict(self.chosen), "best": asdict(self.best), "tried": self.tried,
-                "packed": self.packed, "relaxed": self.relaxed}
+                "packed": self.packed, "relaxed": self.relaxed, "tolerance": self.tolerance}
 
 
 def waste_ratio(segments: np.ndarray, cell: float) -> float:
@@ -274,4 +275,5 @@ def choose_grid(netlist: Netlist, width: float, height: float, blockages=(),
                               f"{pinned} packs all {n} hard macros on the {width:g} x {height:g} canvas "
                               "(largest first, centred on cell centres)")
     chosen, best = select_grid(scores, opts.tolerance)
-    return GriddingResult(chosen=chosen, best=best, tried=tried, packed=len(scores), relaxed=relaxed)
+    return GriddingResult(chosen=chosen, best=best, tried=tried, packed=len(scores), relaxed=relaxed,
+                          tolerance=opts.tolerance)
