@@ -102,7 +102,8 @@ def load_design(args: argparse.Namespace):
     from moeplace.place.chip.netlist import load_netlist
     from moeplace.place.chip.plc import PlcHeader, default_canvas, load_placement
 
-    for flag, value in (("--columns", args.columns), ("--rows", args.rows)):
+    columns, rows = getattr(args, "columns", None), getattr(args, "rows", None)
+    for flag, value in (("--columns", columns), ("--rows", rows)):
         if value is not None and value < 1:
             raise InputError(f"{flag}: must be >= 1, got {value}")
     canvas = _parse_canvas(args.canvas) if getattr(args, "canvas", None) else None
@@ -130,15 +131,15 @@ def load_design(args: argparse.Namespace):
         header.width, header.height = default_canvas(netlist)
         canvas_from = "netlist" if netlist.canvas is not None else "cell area at 60% utilisation"
     gridding = None
-    if args.columns is not None and args.rows is not None:
-        header.columns, header.rows, grid_from = args.columns, args.rows, "option"
+    if columns is not None and rows is not None:
+        header.columns, header.rows, grid_from = columns, rows, "option"
     elif grid_from == "plc":
-        header.columns = args.columns or header.columns
-        header.rows = args.rows or header.rows
-        grid_from = "option" if args.columns or args.rows else "plc"
+        header.columns = columns or header.columns
+        header.rows = rows or header.rows
+        grid_from = "option" if columns or rows else "plc"
     else:
-        gridding = choose_grid(netlist, header.width, header.height, header.blockages, columns=args.columns,
-                               rows=args.rows, show_progress=True)
+        gridding = choose_grid(netlist, header.width, header.height, header.blockages, columns=columns,
+                               rows=rows, show_progress=True)
         header.columns, header.rows, grid_from = gridding.columns, gridding.rows, "gridding"
     header.validate(plc or str(path))
     check_canvas(netlist, header.width, header.height)
