@@ -56,7 +56,7 @@ def test_eval_presets_and_options(capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--weights", "1,2"], "--weights: want google, ct or three"),
     (["--congestion-grid", "big"], "--congestion-grid: want header"),
-    (["--smoothing", "-1"], "smoothing range must be >= 0"),
+    (["--smoothing", "-1"], "--smoothing: must be >= 0"),
 ])
 def test_eval_bad_options_exit_2(capsys, extra, message):
     rc = main(["place", "chip", "eval", "--netlist", str(SIMPLE / "netlist.pb.txt"), "--plc",

@@ -303,21 +303,44 @@ def check_header_against_netlist(netlist: Netlist, header: PlcHeader, source: st
                              f"{header.rows} disagrees with the netlist's {int(c)} x {int(r)} ({where})")
 
 
-def default_header(netlist: Netlist, columns: int = 10, rows: int = 10, width: float | None = None,
-                   height: float | None = None, utilization: float = 0.6) -> PlcHeader:
-    """A header for a netlist without a .plc: the netlist's canvas, else a square of area/utilization
-    grown to reach every (fixed) port."""
+def default_canvas(netlist: Netlist, utilization: float = 0.6) -> tuple[float, float]:
+    """The netlist's own canvas, else a square holding its cell area at `utilization`, grown to
+    reach every (fixed) port. The cell area is the hard macros' plus the soft macros' divided by the
+    netlist's `soft_macro_area_bloating_ratio` (Circuit Training's grouping bloats soft macros)."""
+    if netlist.canvas is not None:
+        return float(netlist.canvas[0]), float(netlist.canvas[1])
+    if not 0 < utilization <= 1:
+        raise InputError(f"utilization must be in (0, 1], got {utilization}")
+    try:
+        bloat = float(netlist.metadata.get("soft_macro_area_bloating_ratio", 1.0))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        bloat = 1.0
+    bloat = bloat if np.isfinite(bloat) and bloat > 0 else 1.0
+    hard, soft = netlist.hard_macros, netlist.soft_macros
+    area = float(np.sum(netlist.width[hard] * netlist.height[hard])
+                 + np.sum(netlist.width[soft] * netlist.height[soft]) / bloat)
+    width = height = float(np.sqrt(max(area, 1e-9) / utilization))
+    ports = netlist.ports  # ports are fixed: the canvas must reach them
+    if len(ports):
+        width = max(width, float(netlist.x[ports].max()))
+        height = max(height, float(netlist.y[ports].max()))
+    return width, height
+
+
+def default_header(netlist: Netlist, columns: int | None = None, rows: int | None = None,
+                   width: float | None = None, height: float | None = None,
+                   utilization: float = 0.6) -> PlcHeader:
+    """A header for a netlist without a .plc: the canvas given, else `default_canvas`; the grid given,
+    else the one Circuit Training's gridding picks (`gridding.choose_grid`, which also fills in a
+    missing `columns` or `rows`); Circuit Training's default routing settings."""
     if width is None or height is None:
-        if netlist.canvas is not None:
-            width, height = netlist.canvas
-        else:
-            side = float(np.sqrt(max(netlist.macro_area(), 1e-9) / utilization))
-            width = height = side
-            ports = netlist.ports  # ports are fixed: the canvas must reach them
-            if len(ports):
-                width = max(width, float(netlist.x[ports].max()))
-                height = max(height, float(netlist.y[ports].max()))
-    header = PlcHeader(columns=columns, rows=rows, width=float(width), height=float(height))
+        width, height = default_canvas(netlist, utilization)
+    if columns is None or rows is None:
+        from moeplace.place.chip.gridding import choose_grid  # gridding builds on cost, which imports us
+
+        choice = choose_grid(netlist, float(width), float(height), columns=columns, rows=rows)
+        columns, rows = choice.columns, choice.rows
+    header = PlcHeader(columns=int(columns), rows=int(rows), width=float(width), height=float(height))
     header.validate()
     return header
 
