@@ -280,7 +280,7 @@ def test_cli_rl_samples_only_while_rl_ls_also_searches(tmp_path, capsys):
     assert evals["rl+ls"] <= 4 * 32 + 4 * 500 + 20_000
 
 
-def test_ctrl_c_is_kept_by_the_local_search_module_import():
+def test_the_driver_uses_the_placement_cores_local_search():
     """The local-search module the driver calls is the placement core's (one implementation)."""
     assert colocrl_module.local_search is local_search_module.local_search
     assert colocrl_module.descend is local_search_module.descend
