@@ -5,22 +5,20 @@
     python benchmarks/device_placement.py --simulator-only     # simulator throughput alone
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
-heuristic) and the 2017 seq2seq REINFORCE placer (--rl-iters iterations shared by --rl-restarts
-independent runs, by default two of 500: the first seeded by imitating the best heuristic
-(--rl-imitate-runs), the second from scratch; self-imitation and a greedy descent from each batch's
-best sample unless --rl-sil 0 --rl-polish 0; at the end, sharing --rl-final-calls look-ups, a descent
-by moves and swaps from each run's --rl-final-starts best placements in turn, then two simulated
-annealings (cool and hot start) from the best optimum (--rl-anneal evaluations per group each, their
-own budget), each followed by a descent from its best, then iterated local search from the best optimum
-(kicks of --rl-final-kick random groups, each followed by a descent); the best placement found is
-kept), each with its search time. --jobs 2 runs two pairs at once.
-Also measures simulator throughput on a 1,000-op graph. The last line is JSON with the figures
-named in the issue.
+heuristic), and the 2017 seq2seq REINFORCE placer twice, side by side: `rl`, the policy gradient
+alone, and `rl+ls`, the same training plus local search (a descent from each batch's best sample,
+then the final stage: multi-start descent, a cool and a hot annealing with window moves, iterated
+local search). Their settings are an RL config (--rl-config: a preset or a JSON file, see
+docs/device.md; default the `benchmark` preset: 1,000 iterations over two runs, the first imitating
+the best heuristic); --rl-iters overrides its iteration count. Each with its search time.
+--jobs 2 runs two pairs at once. Also measures simulator throughput on a 1,000-op graph. The last
+line is JSON with the figures named in the issue (`rl_*` for RL alone, `rl_ls_*` for rl+ls).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import time
 
@@ -32,6 +30,7 @@ from moeplace.place.device.graph import OpGraph
 from moeplace.place.device.methods import HEURISTICS, run_method
 from moeplace.place.device.models import build_benchmark
 from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.place.device.rl_config import load_rl_config, validate
 from moeplace.place.device.simulator import Simulator
 from moeplace.place.device.trace import trace_graph
 from moeplace.utils import markdown_table, print_json_line, seed_everything
@@ -82,53 +81,92 @@ def at_least_as_fast(result, step_time: float) -> bool:
 
 
 def run_pair(task: tuple) -> dict:
-    """Every method on one graph x cluster: heuristics, then SA, RL and PPO from the best heuristic."""
-    graph, cluster, args, rl_options = task
+    """Every method on one graph x cluster: heuristics, then SA, RL, RL+LS and PPO."""
+    graph, cluster, args, rl_config = task
     torch.set_num_threads(1)
     prob = DevicePlacementProblem(graph, cluster)
     res = {h: run_method(h, prob, seed=args.seed) for h in HEURISTICS}
     valid = [r for r in res.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
-    for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("ppo", args.ppo_budget)):
-        if b > 0:  # PPO always starts from the best heuristic; RL only in its --rl-imitate-runs
-            res[m] = run_method(
-                m, prob, budget_s=b, seed=args.seed, init=init,
-                rl_imitation=m == "ppo" or args.rl_imitate_runs > 0, rl_iters=args.rl_iters,
-                rl_options=rl_options,
-            )
+    ppo_config = dataclasses.replace(rl_config, imitation=True)  # PPO always keeps the best heuristic
+    for m, b in (("sa", args.sa_budget), ("rl", args.rl_budget), ("rl+ls", args.rl_budget),
+                 ("ppo", args.ppo_budget)):
+        if b > 0:
+            res[m] = run_method(m, prob, budget_s=b, seed=args.seed, init=init,
+                                rl_config=ppo_config if m == "ppo" else rl_config)
     return res
+
+
+def rl_figures(run: dict, res: dict, key: str, method: str, best_base, exp: float) -> None:
+    """Add method `method`'s comparisons to `run` under the prefix `key` (rl or rl_ls)."""
+    r = res.get(method)
+    if r is None:
+        return
+    run[f"{key}_ge_best_baseline"] = at_least_as_fast(r, best_base.step_time if best_base else np.inf)
+    run[f"{key}_speedup_over_expert"] = exp / r.step_time - 1
+    run[f"{key}_iterations"] = r.extra.get("iterations", 0)
+    heur = [x for k, x in res.items() if k in HEURISTICS and x.valid]
+    run[f"{key}_ge_best_heuristic"] = at_least_as_fast(r, min((x.step_time for x in heur), default=np.inf))
+    if "sa" in res:
+        run[f"{key}_ge_sa"] = at_least_as_fast(r, res["sa"].step_time)
+    if method == "rl+ls":
+        for k in ("final_descents", "final_kicks", "final_anneal_evals"):
+            run[f"rl_ls_{k}"] = r.extra.get(k, 0)
+        run["rl_ls_before_final_ms"] = r.extra.get("cost_before_final", float("nan")) * 1e3
+
+
+def summary(runs: list[dict], key: str, method: str, iterations: int | None) -> dict:
+    """The figures over all pairs of one RL method (prefix `key`)."""
+    with_m = [r for r in runs if f"{key}_ge_best_baseline" in r]
+    nmt4 = next((r for r in runs if r["graph"] == "nmt4" and r["cluster"] == "k80x4"), None)
+    times = [r["methods"][method]["search_s"] for r in with_m]
+    out = {
+        f"{key}_ge_best_baseline_count": sum(r[f"{key}_ge_best_baseline"] for r in with_m),
+        f"runs_with_{key}": len(with_m),
+        f"{key}_ge_best_baseline_misses": [
+            f"{r['graph']}@{r['cluster']}" for r in with_m if not r[f"{key}_ge_best_baseline"]
+        ],
+        f"{key}_ge_best_heuristic_count": sum(r[f"{key}_ge_best_heuristic"] for r in with_m),
+        f"{key}_ge_sa_count": sum(r.get(f"{key}_ge_sa", False) for r in with_m),
+        f"nmt4_k80x4_{key}_speedup_over_expert": nmt4.get(f"{key}_speedup_over_expert") if nmt4 else None,
+        f"max_{key}_search_s": max(times) if times else None,
+        f"{key}_capped_by_wall_time": [
+            f"{r['graph']}@{r['cluster']}" for r in with_m
+            if iterations is not None and r.get(f"{key}_iterations", 0) < iterations
+        ],
+        ("speedup_over_expert" if key == "rl" else f"speedup_over_expert_{key}"): {
+            f"{r['graph']}@{r['cluster']}": round(r.get(f"{key}_speedup_over_expert", 0), 4) for r in with_m
+        },
+    }
+    if key == "rl_ls":  # per pair, as the runs hold them
+        for k in ("rl_ls_final_descents", "rl_ls_final_kicks", "rl_ls_final_anneal_evals",
+                  "rl_ls_before_final_ms"):
+            out[k] = {f"{r['graph']}@{r['cluster']}": r[k] for r in with_m}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--graphs", default="rnnlm,nmt2,nmt4,nmt8,inception,transformer,moe_lstm")
     ap.add_argument("--clusters", default="k80x4,a100x8,hetero")
-    ap.add_argument("--rl-iters", type=int, default=1000, help="REINFORCE iterations per graph x cluster")
-    ap.add_argument("--rl-restarts", type=int, default=2, help="independent RL runs sharing --rl-iters")
-    ap.add_argument("--rl-imitate-runs", type=int, default=1,
-                    help="the first N RL runs start by imitating the best heuristic, the rest from scratch")
-    ap.add_argument("--rl-batch", type=int, default=32, help="placements sampled per RL iteration")
-    ap.add_argument("--rl-epochs", type=int, default=1, help="gradient steps per RL batch (PPO clip)")
-    ap.add_argument("--rl-budget", type=float, default=600.0, help="RL wall-time cap (s) per graph x cluster")
+    ap.add_argument("--rl-config", default="benchmark",
+                    help="settings of rl, rl+ls and ppo: a preset or a JSON file (docs/device.md)")
+    ap.add_argument("--rl-iters", type=int, default=None,
+                    help="REINFORCE iterations per graph x cluster (overrides the config's)")
+    ap.add_argument("--rl-budget", type=float, default=600.0,
+                    help="wall-time cap (s) of rl and of rl+ls per graph x cluster")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
-    ap.add_argument("--rl-sil", type=float, default=0.3, help="RL self-imitation weight (0: off)")
-    ap.add_argument("--rl-polish", type=int, default=500,
-                    help="RL: cost look-ups of the greedy descent from each batch's best sample (0: off)")
-    ap.add_argument("--rl-final-starts", type=int, default=1,
-                    help="RL: each run's best placements that the final descent starts from")
-    ap.add_argument("--rl-final-kick", type=int, default=5,
-                    help="RL: groups moved by each kick of the final iterated local search (0: no kicks)")
-    ap.add_argument("--rl-anneal", type=int, default=5000,
-                    help="RL: evaluations per group of each of the two final annealings (0: none)")
-    ap.add_argument("--rl-final-calls", type=int, default=400_000,
-                    help="RL: cost look-ups of the final descents and kicks (0: none)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="graph x cluster pairs run at once, one process and one core each")
     ap.add_argument("--simulator-only", action="store_true",
                     help="measure the simulator's throughput alone (no placements)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    rl_config = load_rl_config(args.rl_config)
+    if args.rl_iters is not None:
+        rl_config = dataclasses.replace(rl_config, iterations=args.rl_iters)
+        validate(rl_config, "--rl-iters")
     seed_everything(args.seed)
     torch.set_num_threads(1)
     throughput = sim_throughput(args.seed)
@@ -144,19 +182,14 @@ def main() -> None:
         m, x = build_benchmark(name)
         graphs[name] = trace_graph(m, x, name=name)
     rows, figures = [], {"runs": []}
-    rl_options = {"restarts": args.rl_restarts, "batch": args.rl_batch, "epochs": args.rl_epochs,
-                  "imitate_runs": args.rl_imitate_runs, "sil_coef": args.rl_sil,
-                  "polish_calls": args.rl_polish, "final_starts": args.rl_final_starts,
-                  "final_kick_size": args.rl_final_kick, "final_anneal": args.rl_anneal,
-                  "final_polish_calls": args.rl_final_calls}
     pairs = [(g, c) for c in args.clusters.split(",") for g in graphs]
-    tasks = [(graphs[g], load_cluster(c), args, rl_options) for g, c in pairs]
+    tasks = [(graphs[g], load_cluster(c), args, rl_config) for g, c in pairs]
     pool = multiprocessing.get_context("spawn").Pool(args.jobs) if args.jobs > 1 else None
     results = pool.imap(run_pair, tasks) if pool is not None else map(run_pair, tasks)
     for (gname, cname), res in zip(pairs, results):
         graph = graphs[gname]
         single, exp = res["single"].step_time, res["expert"].step_time
-        base = [r for k, r in res.items() if k not in ("rl", "ppo") and r.valid]
+        base = [r for k, r in res.items() if k not in ("rl", "rl+ls", "ppo") and r.valid]
         best_base = min(base, key=lambda r: r.step_time) if base else None
         run = {
             "graph": gname,
@@ -176,21 +209,8 @@ def main() -> None:
                 for k, r in res.items()
             },
         }
-        rl = res.get("rl")
-        if rl is not None:
-            base_time = best_base.step_time if best_base else np.inf
-            run["rl_ge_best_baseline"] = at_least_as_fast(rl, base_time)
-            run["rl_speedup_over_expert"] = exp / rl.step_time - 1
-            run["rl_iterations"] = rl.extra.get("iterations", 0)
-            run["rl_final_descents"] = rl.extra.get("final_descents", 0)
-            run["rl_final_kicks"] = rl.extra.get("final_kicks", 0)
-            run["rl_final_anneal_evals"] = rl.extra.get("final_anneal_evals", 0)
-            run["rl_before_final_ms"] = rl.extra.get("cost_before_final", float("nan")) * 1e3
-            heur = [r for k, r in res.items() if k in HEURISTICS and r.valid]
-            best_h = min((r.step_time for r in heur), default=np.inf)
-            run["rl_ge_best_heuristic"] = at_least_as_fast(rl, best_h)
-            if "sa" in res:
-                run["rl_ge_sa"] = at_least_as_fast(rl, res["sa"].step_time)
+        rl_figures(run, res, "rl", "rl", best_base, exp)
+        rl_figures(run, res, "rl_ls", "rl+ls", best_base, exp)
         figures["runs"].append(run)
         for k, r in res.items():
             rows.append(
@@ -217,58 +237,43 @@ def main() -> None:
         pool.close()
     print(markdown_table(rows))
     runs = figures["runs"]
-    with_rl = [r for r in runs if "rl_ge_best_baseline" in r]
-    nmt4 = next((r for r in runs if r["graph"] == "nmt4" and r["cluster"] == "k80x4"), None)
     mem = next((r for r in runs if r["graph"] == "moe_lstm" and r["cluster"] == "k80x4"), None)
     heur_times = [r["methods"][h]["search_s"] for r in runs for h in HEURISTICS]
-    rl_times = [r["methods"]["rl"]["search_s"] for r in with_rl]
+    rc, ls = rl_config.reinforce, rl_config.local_search
     out = {
-        "rl_ge_best_baseline_count": sum(r["rl_ge_best_baseline"] for r in with_rl),
-        "runs_with_rl": len(with_rl),
-        "rl_ge_best_baseline_misses": [
-            f"{r['graph']}@{r['cluster']}" for r in with_rl if not r["rl_ge_best_baseline"]
-        ],
-        "rl_ge_best_heuristic_count": sum(r["rl_ge_best_heuristic"] for r in with_rl),
-        "rl_ge_sa_count": sum(r.get("rl_ge_sa", False) for r in with_rl),
-        "nmt4_k80x4_rl_speedup_over_expert": nmt4.get("rl_speedup_over_expert") if nmt4 else None,
+        **summary(runs, "rl", "rl", rl_config.iterations),
+        **summary(runs, "rl_ls", "rl+ls", rl_config.iterations),
         "memory_bound_moe_lstm_k80x4": None
         if mem is None
         else {
             "single_valid": mem["methods"]["single"]["valid"],
             "rl_valid": mem["methods"].get("rl", {}).get("valid"),
+            "rl_ls_valid": mem["methods"].get("rl+ls", {}).get("valid"),
             "valid_methods": [k for k, v in mem["methods"].items() if v["valid"]],
         },
         "max_heuristic_search_s": max(heur_times),
-        "max_rl_search_s": max(rl_times) if rl_times else None,
         "simulator": throughput,
-        "rl_imitation": args.rl_imitate_runs > 0,
+        "rl_imitation": rl_config.imitation,
         "budgets_s": {"rl_cap": args.rl_budget, "sa": args.sa_budget, "ppo": args.ppo_budget},
-        "rl_iterations": args.rl_iters,
-        "rl_restarts": args.rl_restarts,
-        "rl_batch": args.rl_batch,
-        "rl_epochs": args.rl_epochs,
-        "rl_imitate_runs": args.rl_imitate_runs,
-        "rl_sil": args.rl_sil,
-        "rl_polish": args.rl_polish,
-        "rl_final_starts": args.rl_final_starts,
-        "rl_final_kick": args.rl_final_kick,
-        "rl_anneal": args.rl_anneal,
-        "rl_final_calls": args.rl_final_calls,
+        "rl_config": rl_config.to_dict(),
+        "rl_iterations": rl_config.iterations,
+        "rl_restarts": rl_config.restarts,
+        "rl_batch": rc.batch,
+        "rl_epochs": rc.epochs,
+        "rl_imitate_runs": rl_config.imitate_runs,
+        "rl_sil": rc.sil_coef,
+        "rl_polish": ls.in_loop_calls,
+        "rl_final_starts": ls.starts,
+        "rl_final_kick": ls.kick_size,
+        "rl_anneal": ls.anneal,
+        "rl_final_calls": ls.calls,
         "jobs": args.jobs,
-        "rl_capped_by_wall_time": [
-            f"{r['graph']}@{r['cluster']}" for r in with_rl if r.get("rl_iterations", 0) < args.rl_iters
-        ],
         "evaluations": {
-            f"{r['graph']}@{r['cluster']}": {k: r["methods"][k]["evaluations"] for k in ("sa", "rl", "ppo")
-                                              if k in r["methods"]}
+            f"{r['graph']}@{r['cluster']}": {k: r["methods"][k]["evaluations"]
+                                              for k in ("sa", "rl", "rl+ls", "ppo") if k in r["methods"]}
             for r in runs
         },
-        **{key: {f"{r['graph']}@{r['cluster']}": r[key] for r in with_rl}  # per pair, as the runs hold them
-           for key in ("rl_final_descents", "rl_final_kicks", "rl_final_anneal_evals", "rl_before_final_ms")},
         "published": PUBLISHED,
-        "speedup_over_expert": {
-            f"{r['graph']}@{r['cluster']}": round(r.get("rl_speedup_over_expert", 0), 4) for r in with_rl
-        },
     }
     print_json_line(out)
 

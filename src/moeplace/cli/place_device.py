@@ -28,37 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="all",
-        help="comma list of single, round_robin, expert, metis, heft, m_etf, m_topo, sa, rl, ppo; or all",
+        help="comma list of single, round_robin, expert, layer_split, metis, heft, m_etf, m_topo, sa, rl "
+        "(policy gradient alone), rl+ls (RL, then local search), ppo; or all",
     )
-    p.add_argument("--budget", default="60s", help="time per search method (sa, rl, ppo), e.g. 90s, 10m")
+    p.add_argument("--budget", default="60s",
+                   help="time per search method (sa, rl, rl+ls, ppo), e.g. 90s, 10m")
     p.add_argument(
-        "--rl-imitation",
-        action="store_true",
-        help="start rl/ppo from the best heuristic's placement (imitation), not from scratch",
-    )
-    p.add_argument(
-        "--rl-iters",
-        type=int,
+        "--rl-config",
         default=None,
-        help="rl: this many REINFORCE iterations (same seed, same result), with --budget as a wall-time cap",
-    )
-    p.add_argument(
-        "--rl-plain",
-        action="store_true",
-        help="rl: the 2017 paper's plain REINFORCE (no self-imitation, no greedy descents)",
-    )
-    p.add_argument(
-        "--rl-final-calls",
-        type=int,
-        default=400_000,
-        help="rl: cost look-ups of the final descent and iterated local search (0: none; less is faster)",
-    )
-    p.add_argument(
-        "--rl-anneal",
-        type=int,
-        default=5000,
-        help="rl: evaluations per op group of each of the two annealings (cool and hot start) after the "
-        "final descent (0: none; less is faster)",
+        metavar="PRESET|FILE",
+        help="settings of rl, rl+ls and ppo: a preset (default, paper, benchmark) or a JSON file "
+        "(see docs/device.md); e.g. {\"iterations\": 300, \"imitation\": true}",
     )
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
@@ -114,15 +94,23 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.errors import InputError
     from moeplace.place.device.cluster import load_cluster
     from moeplace.place.device.graph import OpGraph
-    from moeplace.place.device.methods import METHODS, placement_from_json, placement_to_json, run_method
+    from moeplace.place.device.methods import (
+        METHODS,
+        evaluated,
+        placement_from_json,
+        placement_to_json,
+        run_method,
+    )
     from moeplace.place.device.problem import DevicePlacementProblem
     from moeplace.place.device.render import render_timeline
+    from moeplace.place.device.rl_config import load_rl_config
     from moeplace.place.device.trace import trace_graph
-    from moeplace.place.search import parse_budget
+    from moeplace.place.search import SearchResult, parse_budget
     from moeplace.utils import atomic_write_text, markdown_table, print_json_line, seed_everything
 
     seed_everything(args.seed)
     torch.set_num_threads(1)
+    rl_config = load_rl_config(args.rl_config)
     cluster = load_cluster(args.cluster)
     if args.graph:
         graph = OpGraph.load(args.graph)
@@ -141,27 +129,16 @@ def run(args: argparse.Namespace) -> int:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
     budget = parse_budget(args.budget)
-    if args.rl_iters is not None and args.rl_iters < 1:
-        raise InputError(f"--rl-iters: must be >= 1, got {args.rl_iters}")
-    if args.rl_final_calls < 0:
-        raise InputError(f"--rl-final-calls: must be >= 0, got {args.rl_final_calls}")
-    if args.rl_anneal < 0:
-        raise InputError(f"--rl-anneal: must be >= 0, got {args.rl_anneal}")
+    searches = ("sa", "rl", "rl+ls", "ppo")
     results = {}
-    for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
+    for m in [x for x in methods if x not in searches]:
         results[m] = run_method(m, problem, seed=args.seed)
     valid = [r for r in results.values() if r.valid]
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
-    rl_options = {"final_polish_calls": args.rl_final_calls, "final_anneal": args.rl_anneal}
-    if args.rl_plain:  # the 2017 paper's REINFORCE only
-        rl_options = {"sil_coef": 0.0, "polish_calls": 0, "final_polish_calls": 0}
-    for m in [x for x in methods if x in ("sa", "rl", "ppo")]:
-        results[m] = run_method(
-            m, problem, budget_s=budget, seed=args.seed, init=init, rl_imitation=args.rl_imitation,
-            rl_iters=args.rl_iters, rl_options=rl_options,
-        )
-        if results[m].extra.get("interrupted"):  # Ctrl-C: keep what this search found, run no more
+    for m in [x for x in methods if x in searches]:
+        results[m] = run_method(m, problem, budget_s=budget, seed=args.seed, init=init, rl_config=rl_config)
+        if results[m].interrupted:  # Ctrl-C: keep what this search found, run no more
             interrupted = True
             break
     if args.placement:
@@ -171,17 +148,14 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"--placement {args.placement}: cannot read ({e})") from e
         pl = placement_from_json(problem, data, source=args.placement)
-        res = problem.simulate(pl)
-        from moeplace.place.device.methods import MethodResult
-
-        results["given"] = MethodResult("given", pl, res.step_time, res.valid, res.peak_memory, 0.0)
+        results["given"] = evaluated(problem, "given", SearchResult(pl, float("nan"), 0, 0.0))
     single = results.get("single") or run_method("single", problem)
     expert = results.get("expert") or run_method("expert", problem)
     rows = []
     for name, r in results.items():
         rows.append(
             {
-                "method": name + (" (interrupted)" if r.extra.get("interrupted") else ""),
+                "method": name + (" (interrupted)" if r.interrupted else ""),
                 "step_ms": r.step_time * 1e3,
                 "vs_single": single.step_time / r.step_time,
                 "vs_expert": expert.step_time / r.step_time,

@@ -48,7 +48,8 @@ class SearchResult:
     history: list[tuple[int, float, float]] = field(default_factory=list)  # (evals, seconds, best)
     interrupted: bool = False
     accepted: int = 0
-    policy: Any = None  # the trained policy (rl_search only)
+    policy: Any = None  # the trained policy (RL searches only)
+    extra: dict[str, Any] = field(default_factory=dict)  # the method's own counts (iterations, kicks, ...)
 
 
 class _Budget:

@@ -1,4 +1,5 @@
-"""Policy-gradient core: masked categorical, REINFORCE with baseline, PPO; the grid robot.
+"""Policy-gradient core: masked categorical, REINFORCE with baseline (per step, or over whole
+sequences), PPO; the grid robot.
 
     from moeplace.rl import PPO, MLPPolicy, make_vec_env
     envs = make_vec_env(lambda: gymnasium.make("CartPole-v1"), n_envs=8)
@@ -11,11 +12,19 @@ from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.evaluation import evaluate
 from moeplace.rl.policies import MLPPolicy, flatten_obs
 from moeplace.rl.ppo import PPO, PPOConfig
-from moeplace.rl.reinforce import REINFORCE, REINFORCEConfig
+from moeplace.rl.reinforce import (
+    REINFORCE,
+    EliteBuffer,
+    REINFORCEConfig,
+    SequencePolicy,
+    SequenceREINFORCE,
+    SequenceREINFORCEConfig,
+)
 from moeplace.rl.vec import action_mask, make_vec_env, obs_to_tensor, to_vector_env
 
 __all__ = [
     "MLPPolicy", "MaskedCategorical", "OnPolicyAlgorithm", "PPO", "PPOConfig", "REINFORCE",
-    "REINFORCEConfig", "action_mask", "evaluate", "flatten_obs", "make_vec_env", "obs_to_tensor",
+    "REINFORCEConfig", "EliteBuffer", "SequencePolicy", "SequenceREINFORCE", "SequenceREINFORCEConfig",
+    "action_mask", "evaluate", "flatten_obs", "make_vec_env", "obs_to_tensor",
     "to_vector_env",
 ]

@@ -7,13 +7,18 @@ the gradient of  mean_i (R_i - b) * sum_t log pi(a_t | s_t)  (+ an optional entr
 the baseline b is an exponential moving average of past batch-mean returns:
 b <- decay * b + (1 - decay) * mean_i R_i  (initialised with the first batch's mean). Episodes
 cut by a time limit count with the return they collected (no critic to bootstrap from).
+
+`SequenceREINFORCE` is the same gradient without an environment: a policy that samples whole
+sequences (placements) at once, a batch scored by a cost function, as the 2017 device-placement
+paper trains its seq2seq placer.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -185,3 +190,162 @@ class REINFORCE(OnPolicyAlgorithm):
                 break
         bar.close()
         return self
+
+
+# -- REINFORCE over whole sequences: one batch of sampled placements, scored by a cost function ------
+
+
+class SequencePolicy(Protocol):
+    """A policy over whole action sequences given a context (e.g. a problem's node features)."""
+
+    def sample_with_logp(self, ctx: Any, batch: int, greedy: bool = False,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sequences `[B, N]` (int64) and their log-probabilities `[B]`, without gradients."""
+        ...
+
+    def score(self, ctx: Any, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities `[B]` and entropies `[B]` of `actions` `[B, N]`, with gradients."""
+        ...
+
+
+@dataclass
+class SequenceREINFORCEConfig:
+    """Every hyperparameter of `SequenceREINFORCE`."""
+
+    learning_rate: float = 3e-3
+    """Adam learning rate."""
+    adam_eps: float = 1e-8
+    """Adam epsilon."""
+    batch: int = 32
+    """Sequences sampled per update."""
+    reward: str = "neg_sqrt"
+    """Reward of a cost c: "neg_sqrt" (-sqrt(c), the 2017 device-placement paper's) or "neg" (-c)."""
+    ent_coef: float = 0.3
+    """Entropy bonus weight (entropy of the whole sequence) at the start of training."""
+    ent_coef_end: float | None = 3e-3
+    """Entropy weight at the end, reached geometrically over the training fraction (None: constant)."""
+    epochs: int = 1
+    """Gradient steps per batch; the first is the plain REINFORCE gradient, later ones are clipped."""
+    clip_coef: float = 0.2
+    """PPO clip of the probability ratio in epochs after the first."""
+    sil_coef: float = 0.3
+    """Self-imitation weight (0: off): log-probability of buffered sequences that beat the batch mean."""
+    sil_size: int = 16
+    """How many of the buffer's best sequences self-imitation may use."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clip (None: no clipping)."""
+    seed: int = 0
+    """Seed of the sampling generator."""
+
+
+class EliteBuffer:
+    """The `capacity` cheapest distinct sequences seen, as (cost, sequence), cheapest first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self._items = capacity, {}
+
+    def add(self, sequences: np.ndarray, costs: np.ndarray) -> None:
+        """Add a batch (a sequence already held keeps its first entry); keep the cheapest."""
+        for s, c in zip(sequences, costs):
+            self._items.setdefault(s.tobytes(), (float(c), s))
+        self._items = dict(sorted(self._items.items(), key=lambda kv: kv[1][0])[:self.capacity])
+
+    def best(self, n: int | None = None) -> list[tuple[float, np.ndarray]]:
+        """The `n` cheapest entries (all when None)."""
+        return list(self._items.values())[:n]
+
+
+def reward_of(costs: np.ndarray, kind: str) -> np.ndarray:
+    """Rewards of costs: -sqrt(cost) ("neg_sqrt") or -cost ("neg")."""
+    if kind == "neg_sqrt":
+        return -np.sqrt(costs)
+    if kind == "neg":
+        return -np.asarray(costs, dtype=float)
+    raise ValueError(f"reward must be 'neg_sqrt' or 'neg', got {kind!r}")
+
+
+def sil_targets(elite: list[tuple[float, np.ndarray]], reward: np.ndarray,
+                kind: str = "neg_sqrt") -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Self-imitation targets (Oh et al., ICML 2018): the (cost, sequence) pairs whose reward beats
+    the batch's mean reward, weighted by the margin in batch standard deviations; None when none does."""
+    if not elite:
+        return None
+    e_reward = reward_of(np.array([c for c, _ in elite]), kind)
+    w = np.maximum(e_reward - reward.mean(), 0.0) / (reward.std() + 1e-12)
+    if not (w > 0).any():
+        return None
+    actions = np.stack([p for _, p in elite])[w > 0]
+    return torch.as_tensor(actions, dtype=torch.long), torch.as_tensor(w[w > 0], dtype=torch.float32)
+
+
+@dataclass
+class SequenceBatch:
+    """One update's samples and what was found: the sampled sequences and costs, plus any improved
+    sequence the caller's `improve` hook added (`found`, `found_costs`)."""
+
+    sequences: np.ndarray
+    costs: np.ndarray
+    found: np.ndarray
+    found_costs: np.ndarray
+
+
+class SequenceREINFORCE(OnPolicyAlgorithm):
+    """REINFORCE on a batch of whole sequences: reward = f(cost), baseline = the batch's mean reward,
+    advantages divided by the batch's standard deviation, an entropy bonus annealed over training,
+    optional PPO-clipped extra epochs on the batch and a self-imitation term over an `EliteBuffer`.
+
+    No environment: `step(ctx, cost_fn)` samples `batch` sequences from `policy` for context `ctx`
+    (one problem), scores them with `cost_fn`, and updates. Checkpoints as every algorithm here.
+    """
+
+    config_cls = SequenceREINFORCEConfig
+    config: SequenceREINFORCEConfig
+
+    def entropy_coef(self, frac: float) -> float:
+        """The entropy weight after fraction `frac` of training (geometric from start to end)."""
+        cfg = self.config
+        if cfg.ent_coef_end is None:
+            return cfg.ent_coef
+        return cfg.ent_coef * (cfg.ent_coef_end / cfg.ent_coef) ** min(frac, 1.0)
+
+    def step(self, ctx: Any, cost_fn: Callable[[np.ndarray], float], frac: float = 0.0,
+             elite: EliteBuffer | None = None,
+             improve: Callable[[np.ndarray, float], tuple[np.ndarray, float]] | None = None) -> SequenceBatch:
+        """One update on `ctx`: sample, cost, optionally `improve` the cheapest sample (it joins what
+        was found and the buffer, not the gradient), add to `elite`, then `epochs` gradient steps."""
+        cfg, policy = self.config, self.policy
+        actions, old_logp = policy.sample_with_logp(ctx, cfg.batch, generator=self.generator)
+        seqs = actions.numpy()
+        costs = np.array([cost_fn(s) for s in seqs])
+        found, found_costs = seqs, costs
+        if improve is not None:  # expert iteration: the batch's best sample, improved by the caller
+            k = int(np.argmin(costs))
+            better, c = improve(seqs[k], float(costs[k]))
+            found, found_costs = np.concatenate([seqs, better[None]]), np.append(costs, c)
+        reward = reward_of(costs, cfg.reward)
+        adv = reward - reward.mean()
+        adv_t = torch.as_tensor(adv / (adv.std() + 1e-12), dtype=torch.float32)
+        coef = self.entropy_coef(frac)
+        sil = None
+        if elite is not None:
+            elite.add(found, found_costs)
+            if cfg.sil_coef > 0:  # the best sequences so far that beat this batch's mean
+                sil = sil_targets(elite.best(cfg.sil_size), reward, cfg.reward)
+        for _ in range(cfg.epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
+            logp, ent = policy.score(ctx, actions)
+            ratio = torch.exp(logp - old_logp)
+            clipped = ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+            surrogate = torch.minimum(ratio * adv_t, clipped * adv_t)
+            loss = -surrogate.mean() - coef * ent.mean()
+            if sil is not None:
+                loss = loss - cfg.sil_coef * (sil[1] * policy.score(ctx, sil[0])[0]).sum() / cfg.batch
+            self.optimizer.zero_grad()
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+        self.num_timesteps += cfg.batch
+        self.history.append({"global_step": float(self.num_timesteps), "batch_cost": float(costs.mean()),
+                             "best_cost": float(found_costs.min()), "entropy_coef": coef,
+                             "loss": float(loss.detach())})
+        return SequenceBatch(seqs, costs, found, found_costs)

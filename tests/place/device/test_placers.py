@@ -13,11 +13,18 @@ from moeplace.place.core import PlacementProblem
 from moeplace.place.device.apply import apply_placement
 from moeplace.place.device.baselines import HEURISTICS, layer_split
 from moeplace.place.device.cluster import load_cluster
-from moeplace.place.device.colocrl import train_colocrl
+from moeplace.place.device.colocrl import seq2seq_search
 from moeplace.place.device.graph import OpGraph
-from moeplace.place.device.methods import placement_from_json, placement_to_json
+from moeplace.place.device.methods import (
+    METHODS,
+    MethodResult,
+    placement_from_json,
+    placement_to_json,
+    run_method,
+)
 from moeplace.place.device.models import build_benchmark
 from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.place.device.rl_config import config_from_dict
 from moeplace.place.device.trace import trace_graph
 
 
@@ -90,11 +97,10 @@ def test_seq2seq_reinforce_finds_the_brute_force_optimum():
     prob = toy_problem()
     best = min(prob.cost(np.array(p)) for p in itertools.product(range(2), repeat=prob.num_nodes))
     # stops as soon as the optimum is sampled; fails if 40 iterations do not find it
-    r = train_colocrl(
-        prob, budget_s=60, seed=0, batch=16, max_iters=40, callback=lambda it, c: c <= best + 1e-9
-    )
-    assert r["cost"] == pytest.approx(best)
-    assert r["cost"] == pytest.approx(6.0)  # each chain alone on its device: 3 s forward + 3 s backward
+    cfg = config_from_dict({"iterations": 40, "reinforce": {"batch": 16}})
+    r = seq2seq_search(prob, cfg, budget_s=60, seed=0, callback=lambda it, c: c <= best + 1e-9)  # `rl`
+    assert r.cost == pytest.approx(best)
+    assert r.cost == pytest.approx(6.0)  # each chain alone on its device: 3 s forward + 3 s backward
 
 
 def test_applied_placement_matches_original_outputs_and_gradients():
@@ -195,7 +201,7 @@ def test_cli_table_json_and_errors(tmp_path, capsys):
 
 
 def test_seq2seq_policy_is_a_distribution_over_placements():
-    from moeplace.place.device.colocrl import Seq2SeqPlacer
+    from moeplace.place.device.seq2seq import Seq2SeqPlacer
 
     torch.manual_seed(0)
     pol = Seq2SeqPlacer(feat_dim=4, num_devices=3, hidden=8)
@@ -243,3 +249,16 @@ def test_cli_ctrl_c_during_search_keeps_the_best_and_stops(tmp_path, monkeypatch
     assert set(rows) == {"single", "sa (interrupted)"}
     assert rows["sa (interrupted)"]["step_ms"] <= rows["single"]["step_ms"] + 1e-9
     assert json.loads(out.read_text())["ops"]
+
+
+def test_every_method_returns_the_one_result_type_with_its_simulated_outcome():
+    prob = toy_problem()
+    cfg = config_from_dict({"iterations": 2, "reinforce": {"batch": 4},
+                            "local_search": {"calls": 200, "anneal": 5, "in_loop_calls": 10}})
+    assert {"sa", "rl", "rl+ls", "ppo"} <= set(METHODS)
+    for name in METHODS:
+        r = run_method(name, prob, budget_s=0.5, seed=0, rl_config=cfg)
+        assert isinstance(r, MethodResult) and r.method == name
+        sim = prob.simulate(r.placement)  # the outcome is the simulation of the placement returned
+        assert (r.step_time, r.valid) == (sim.step_time, sim.valid)
+        assert r.cost == pytest.approx(prob.cost(r.placement)) and r.search_s == r.wall_s >= 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,83 +12,51 @@ import numpy as np
 from moeplace.errors import InputError
 from moeplace.place.device.baselines import HEURISTICS
 from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.place.device.rl_config import RLConfig
+from moeplace.place.search import SearchResult
 
-SEARCHES = ("sa", "rl", "ppo")
+SEARCHES = ("sa", "rl", "rl+ls", "ppo")
 METHODS = (*HEURISTICS, *SEARCHES)
 
 
-@dataclass
-class MethodResult:
-    """A method's placement, its simulated outcome and how long the search took."""
+@dataclass(kw_only=True)
+class MethodResult(SearchResult):
+    """What every method returns: the search's result (placement, cost, evaluations, wall time,
+    history, interrupted, extra) and the placement's simulated outcome."""
 
     method: str
-    placement: np.ndarray  # group -> device index
     step_time: float  # seconds (simulated)
     valid: bool
     peak_memory: np.ndarray  # bytes per device
-    search_s: float
-    evaluations: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _BestTracker:
-    """Wraps a problem; remembers the best complete placement any cost() call has seen (for PPO)."""
-
-    def __init__(self, problem: DevicePlacementProblem) -> None:
-        self._p, self.best, self.best_cost, self.calls = problem, None, float("inf"), 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._p, name)
 
     @property
-    def num_nodes(self) -> int:
-        return self._p.num_nodes
-
-    @property
-    def num_slots(self) -> int:
-        return self._p.num_slots
-
-    def cost(self, placement: np.ndarray) -> float:
-        c = self._p.cost(placement)
-        self.calls += 1
-        if np.min(placement) >= 0 and c < self.best_cost:
-            self.best, self.best_cost = np.asarray(placement).copy(), c
-        return c
+    def search_s(self) -> float:
+        """Seconds the method took (the search's wall time)."""
+        return self.wall_s
 
 
-def run_ppo(problem: DevicePlacementProblem, budget_s: float, seed: int, init: np.ndarray | None) -> dict:
-    """PPO (moeplace.rl) with the placement core's graph policy on PlacementEnv, for `budget_s` seconds."""
-    from moeplace.place.env import PlacementEnv
+def evaluated(problem: DevicePlacementProblem, method: str, search: SearchResult) -> MethodResult:
+    """`search`'s result with its placement simulated (a NaN cost is filled in from the simulation)."""
+    res = problem.simulate(search.placement)
+    fields = {k: getattr(search, k) for k in SearchResult.__dataclass_fields__}
+    fields["placement"] = np.asarray(search.placement, dtype=np.int64)
+    if math.isnan(fields["cost"]):
+        fields["cost"] = float(problem.cost_of(res.step_time, res.peak_memory))
+    return MethodResult(**fields, method=method, step_time=res.step_time, valid=res.valid,
+                        peak_memory=res.peak_memory)
+
+
+def _ppo(problem: DevicePlacementProblem, budget_s: float, seed: int) -> SearchResult:
+    """PPO (moeplace.rl) with the placement core's graph policy, through `place.search.rl_search`."""
+    import torch
+
     from moeplace.place.policy import PlacementPolicy
-    from moeplace.rl import PPO
+    from moeplace.place.search import rl_search
 
-    tracker = _BestTracker(problem)
-    if init is not None:
-        tracker.cost(init)
-    env = PlacementEnv(tracker)
-    policy = PlacementPolicy(tracker, hidden=64, rounds=2)
-    n = problem.num_nodes
-    algo = PPO(
-        policy,
-        env,
-        n_steps=max(n * 4, 64),
-        n_minibatches=4,
-        n_epochs=4,
-        learning_rate=1e-3,
-        ent_coef=0.01,
-        seed=seed,
-        gamma=1.0,
-        gae_lambda=1.0,
-        anneal_lr=False,
-    )
-    start = time.perf_counter()
-    interrupted = False
-    try:
-        algo.learn(10**9, callback=lambda a, s: time.perf_counter() - start < budget_s, progress_bar=False)
-    except KeyboardInterrupt:  # Ctrl-C: keep the best placement sampled so far
-        interrupted = True
-    return {"placement": tracker.best, "cost": tracker.best_cost, "evaluations": tracker.calls,
-            "interrupted": interrupted}
+    torch.manual_seed(seed)
+    policy = PlacementPolicy(problem, hidden=64, rounds=2)
+    return rl_search(problem, policy=policy, budget_s=budget_s, seed=seed, progress=True,
+                     n_steps=max(problem.num_nodes * 4, 64), learning_rate=1e-3, gae_lambda=1.0)
 
 
 def run_method(
@@ -96,59 +65,42 @@ def run_method(
     budget_s: float = 60.0,
     seed: int = 0,
     init: np.ndarray | None = None,
-    rl_imitation: bool = False,
-    rl_iters: int | None = None,
-    rl_options: dict[str, Any] | None = None,
+    rl_config: RLConfig | None = None,
 ) -> MethodResult:
-    """Run method `name` (see METHODS). `init` seeds SA (and RL/PPO when `rl_imitation`).
+    """Run method `name` (see METHODS) and simulate its placement. `init` (the best heuristic's
+    placement) starts SA; rl, rl+ls and ppo use it only with `rl_config.imitation`.
 
-    RL runs `rl_iters` REINFORCE iterations in all when given (reproducible for a seed), with
-    `budget_s` as a wall-time cap; `rl_options` are further train_colocrl arguments (batch, epochs, ...).
+    `rl`: the seq2seq policy trained by REINFORCE alone; `rl+ls`: the same plus local search (in the
+    loop and at the end); `rl_config.iterations` makes them reproducible, `budget_s` is then a cap.
     """
+    cfg = rl_config if rl_config is not None else RLConfig()
     start = time.perf_counter()
-    extra: dict[str, Any] = {}
-    evals = 0
     if name in HEURISTICS:
         fn = HEURISTICS[name]
         placement = fn(problem, seed=seed) if name == "metis" else fn(problem)
+        r = SearchResult(placement, math.nan, 0, 0.0)  # its cost comes from the simulation below
     elif name == "sa":
         from moeplace.place.search import simulated_annealing
 
         r = simulated_annealing(problem, budget_s=budget_s, seed=seed, init=init, progress=True)
-        placement, evals = r.placement, r.evaluations
-        extra["interrupted"] = bool(r.interrupted)
-    elif name == "rl":
-        from moeplace.place.device.colocrl import train_colocrl
+    elif name in ("rl", "rl+ls"):
+        from moeplace.place.device.colocrl import seq2seq_search
 
-        r = train_colocrl(problem, budget_s, seed=seed, init=init, imitation_steps=500 if rl_imitation else 0,
-                          max_iters=rl_iters, **(rl_options or {}))
-        placement, evals = r["placement"], r["evaluations"]
-        extra = {"iterations": r["iterations"], "samples": r["samples"],
-                 "final_descents": r["final_descents"], "final_kicks": r["final_kicks"],
-                 "final_anneal_evals": r["final_anneal_evals"],
-                 "cost_before_final": r["cost_before_final"], "interrupted": bool(r["interrupted"]),
-                 "imitation": bool(rl_imitation and init is not None)}
+        r = seq2seq_search(problem, cfg, with_local_search=name == "rl+ls", budget_s=budget_s, seed=seed,
+                           init=init)
+        r.extra["imitation"] = bool(cfg.imitation and init is not None)
     elif name == "ppo":
-        r = run_ppo(problem, budget_s, seed, init if rl_imitation else None)
-        placement, evals = r["placement"], r["evaluations"]
-        extra["interrupted"] = bool(r["interrupted"])
+        r = _ppo(problem, budget_s, seed)
+        if cfg.imitation and init is not None and problem.cost(init) < r.cost:  # the start stays a candidate
+            r.placement, r.cost = np.asarray(init).copy(), float(problem.cost(init))
     else:
         raise InputError(f"--method {name}: unknown method (choose from {', '.join(METHODS)}, all)")
-    search_s = time.perf_counter() - start
-    if placement is None:  # the budget ended before a single placement was sampled
-        placement = init if init is not None else HEURISTICS["single"](problem)
-        extra["no_sample"] = True
-    res = problem.simulate(placement)
-    return MethodResult(
-        method=name,
-        placement=np.asarray(placement, dtype=np.int64),
-        step_time=res.step_time,
-        valid=res.valid,
-        peak_memory=res.peak_memory,
-        search_s=search_s,
-        evaluations=evals,
-        extra=extra,
-    )
+    r.wall_s = time.perf_counter() - start
+    if r.placement is None:  # the budget ended before a single placement was sampled
+        r.placement = init if init is not None else HEURISTICS["single"](problem)
+        r.cost = float(problem.cost(r.placement))
+        r.extra["no_sample"] = True
+    return evaluated(problem, name, r)
 
 
 def placement_to_json(problem: DevicePlacementProblem, placement: np.ndarray) -> dict[str, Any]:
