@@ -16,6 +16,8 @@ import importlib
 import os
 from pathlib import Path
 
+from moeplace.cli.args import nonneg_int, positive_int
+
 # `place chip ACTION ...`: each action lives in its own module defining `register(actions)`;
 # without an action, `place chip --netlist ...` places the netlist.
 _ACTIONS = ["moeplace.cli.chip_eval", "moeplace.cli.chip_generate", "moeplace.cli.chip_pretrain"]
@@ -35,13 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="placement.plc", help="where to write the best placement (.plc)")
     p.add_argument("--png", default=None, help="also draw the best placement to this PNG")
     p.add_argument("--congestion-map", action="store_true", help="draw the congestion heat map in the PNG")
-    p.add_argument("--columns", type=int, default=None, help="grid columns (default: .plc header, or 10)")
-    p.add_argument("--rows", type=int, default=None, help="grid rows (default: .plc header, or 10)")
-    p.add_argument("--fd-iterations", type=int, default=10,
+    p.add_argument("--columns", type=positive_int, default=None,
+                   help="grid columns (default: .plc header, or 10)")
+    p.add_argument("--rows", type=positive_int, default=None, help="grid rows (default: .plc header, or 10)")
+    p.add_argument("--fd-iterations", type=nonneg_int, default=10,
                    help="force-directed iterations for the soft macros after each RL episode (default 10)")
     p.add_argument("--soft-start", choices=["input", "center"], default="input",
                    help="where force-directed placement starts the soft macros (default: input positions)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="chip_action", metavar="ACTION", required=False, parser_class=type(p))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from moeplace.cli.args import nonneg_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Register `place device` and `place device-calibrate`."""
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rl-iters",
-        type=int,
+        type=positive_int,
         default=None,
         help="rl: this many REINFORCE iterations (same seed, same result), with --budget as a wall-time cap",
     )
@@ -49,13 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--rl-final-calls",
-        type=int,
+        type=nonneg_int,
         default=400_000,
         help="rl: cost look-ups of the final descent and iterated local search (0: none; less is faster)",
     )
     p.add_argument(
         "--rl-anneal",
-        type=int,
+        type=nonneg_int,
         default=5000,
         help="rl: evaluations per op group of each of the two annealings (cool and hot start) after the "
         "final descent (0: none; less is faster)",
@@ -63,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     p.set_defaults(func=run)
     c = sub.add_parser(
@@ -74,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--model", default="nmt2", help="benchmark name or module:attr (as for place device)")
     c.add_argument("--size", default="small", choices=["full", "small", "tiny"])
-    c.add_argument("--repeats", type=int, default=5)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--repeats", type=positive_int, default=5)
+    c.add_argument("--seed", type=nonneg_int, default=0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_calibrate)
 
@@ -141,12 +143,6 @@ def run(args: argparse.Namespace) -> int:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
     budget = parse_budget(args.budget)
-    if args.rl_iters is not None and args.rl_iters < 1:
-        raise InputError(f"--rl-iters: must be >= 1, got {args.rl_iters}")
-    if args.rl_final_calls < 0:
-        raise InputError(f"--rl-final-calls: must be >= 0, got {args.rl_final_calls}")
-    if args.rl_anneal < 0:
-        raise InputError(f"--rl-anneal: must be >= 0, got {args.rl_anneal}")
     results = {}
     for m in [x for x in methods if x not in ("sa", "rl", "ppo")]:
         results[m] = run_method(m, problem, seed=args.seed)
