@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the layout, network and training")
     g.add_argument("--out", default="runs/gridworld", help="folder for PNGs and the checkpoint")
     g.add_argument("--json", action="store_true", help="print only one JSON line of results")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (default: refuse to touch its files)")
     g.set_defaults(func=cmd_gridworld)
 
     t = sub.add_parser("train", help="train PPO/REINFORCE on a Gymnasium env with discrete actions",
@@ -53,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "and the learning curve (PATH.png)")
     t.add_argument("--resume", metavar="CKPT", help="continue training from a checkpoint of --save")
     t.add_argument("--json", action="store_true", help="print only one JSON line of results")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint at --save (default: refuse, unless it is --resume's)")
     t.set_defaults(func=cmd_train)
 
 
@@ -68,6 +72,20 @@ def _parse_size(text: str | None) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 1:
         raise InputError(f"--size: expected N or NxM with positive numbers, got {text!r}")
     return parts[0], parts[1]
+
+
+GRID_FILES = ("policy.safetensors", "policy.json", "gridworld.png", "learning_curve.png")
+
+
+def _claim_save(save: str, resume: str | None, overwrite: bool) -> None:
+    """Refuse to overwrite another run's checkpoint at --save (continuing it with --resume is fine)."""
+    from moeplace.runs import claim_run_dir
+
+    target = Path(save)
+    stem = target.with_suffix("") if target.suffix == ".safetensors" else target
+    same = resume is not None and Path(resume).with_suffix("").resolve() == stem.resolve()
+    names = [stem.name + ext for ext in (".safetensors", ".json", ".png")]
+    claim_run_dir(stem.parent, names, resume=same and not overwrite, overwrite=overwrite, flag="--save")
 
 
 def _train(algo: Any, steps: int) -> bool:
@@ -96,6 +114,9 @@ def cmd_gridworld(args: argparse.Namespace) -> int:
         args.steps = presets.GRID_STEPS[args.algo]
     if args.layout and (args.walls is not None or args.min_path is not None):
         raise InputError("--walls/--min-path: only for random layouts, not with --layout")
+    from moeplace.runs import claim_run_dir
+
+    claim_run_dir(args.out, GRID_FILES, overwrite=args.overwrite)
     seed_everything(args.seed)
     torch.set_num_threads(1)
     if args.layout:
@@ -171,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moeplace.rl.plots import plot_learning_curve
     from moeplace.utils import print_json_line, seed_everything
 
+    if args.save:
+        _claim_save(args.save, args.resume, args.overwrite)
     seed_everything(args.seed)
     torch.set_num_threads(1)
     eval_env = _make_env(args.env)

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from moeplace.errors import NonFiniteError
+from moeplace.numerics import check_finite, clip_and_check, diverged
 from moeplace.place.device.problem import DevicePlacementProblem
 from moeplace.place.search import generic_move, simulated_annealing
 from moeplace.utils import progress
@@ -92,6 +94,8 @@ class Seq2SeqPlacer(nn.Module):
             h = torch.sigmoid(o) * torch.tanh(c)
             attn = torch.softmax(self.query(h) @ keys, dim=-1)
             logits = torch.log_softmax(h @ w_out.T + attn @ ctx_logits, dim=-1)
+            if not bool(torch.isfinite(logits[:, 0]).all()):  # a NaN row is NaN throughout
+                raise NonFiniteError("the placer's device probabilities are NaN")
             if greedy:
                 prev = logits.argmax(dim=1)
             else:
@@ -346,8 +350,11 @@ def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, in
         logp, _ = policy.score(feats, target)
         if float(logp.detach()) >= math.log(target_prob):
             return step
+        loss = -logp.mean() / target.shape[1]
+        check_finite(f"imitation step {step + 1}", opt.param_groups[0]["lr"], loss=loss)
         opt.zero_grad()
-        (-logp.mean() / target.shape[1]).backward()
+        loss.backward()
+        clip_and_check(policy.parameters(), None, f"imitation step {step + 1}", opt.param_groups[0]["lr"])
         opt.step()
     return steps
 
@@ -479,9 +486,10 @@ def train_colocrl(
                     loss = -surrogate.mean() - coef * ent.mean()
                     if sil is not None:
                         loss = loss - sil_coef * (sil[1] * policy.score(feats, sil[0])[0]).sum() / batch
+                    check_finite(f"rl iteration {it + 1}", lr, loss=loss)
                     opt.zero_grad()
                     loss.backward()
-                    nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                    clip_and_check(policy.parameters(), 1.0, f"rl iteration {it + 1}", lr)
                     opt.step()
                 it += 1
                 run_it += 1
@@ -529,6 +537,8 @@ def train_colocrl(
             history.append((counter[0], time.perf_counter() - start, best_cost))
     except KeyboardInterrupt:
         interrupted = True
+    except NonFiniteError as e:  # NaN logits met while sampling placements
+        raise diverged(f"rl iteration {it + 1}", str(e), lr) from None
     finally:
         bar.close()
     return {
