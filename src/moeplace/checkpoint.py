@@ -101,7 +101,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         skeleton = json.loads(meta[_META_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
-    state = unflatten_state(skeleton, tensors)
+    try:
+        state = unflatten_state(skeleton, tensors)
+    except (KeyError, TypeError, ValueError) as e:  # a skeleton that is JSON but not ours
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: checkpoint state is not a mapping")
     return state
@@ -110,6 +113,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
                      source: str = "checkpoint") -> None:
     """Load a state dict into a module, turning any mismatch into one clear CheckpointError."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{source}: model weights are not a mapping of tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

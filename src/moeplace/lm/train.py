@@ -197,8 +197,12 @@ def load_for_inference(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     for key in ("model", "config", "corpus"):
         if key not in state:
             raise CheckpointError(f"{p}: not a language-model checkpoint (no {key!r})")
-    cfg = train_config_from_dict(state["config"], str(p))
-    model = build_model(cfg.model)
+    try:
+        cfg = train_config_from_dict(state["config"], str(p))
+        model = build_model(cfg.model)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{p}: model config does not build a model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     load_model_state(model, state["model"], str(p))
     model.eval()
     return model, state
@@ -241,7 +245,7 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         load_model_state(model, state["model"], str(ckpt))
         try:
             optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{ckpt}: optimizer state does not fit the model ({e})") from None
         torch.set_rng_state(state["rng"]["torch"])
         step, elapsed0 = int(state["step"]), float(state["elapsed"])

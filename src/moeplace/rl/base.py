@@ -174,20 +174,22 @@ class OnPolicyAlgorithm:
         state = load_checkpoint(path)
         if state.get("algo") != cls.__name__:
             raise CheckpointError(f"{path}: checkpoint of {state.get('algo')!r}, not {cls.__name__}")
-        names = {f.name for f in dataclasses.fields(cls.config_cls)}
-        config = {k: v for k, v in state["config"].items() if k in names}
-        algo = cls(policy, env, **config)
-        load_model_state(policy, state["policy"], source=str(path))
-        try:
+        try:  # a checkpoint that is well-formed but not ours is a CheckpointError, not a traceback
+            names = {f.name for f in dataclasses.fields(cls.config_cls)}
+            config = {k: v for k, v in state["config"].items() if k in names}
+            algo = cls(policy, env, **config)
+            load_model_state(policy, state["policy"], source=str(path))
             algo.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
-        algo.generator.set_state(state["generator"])
-        algo.num_timesteps = int(state["num_timesteps"])
-        algo._seeded = algo.num_timesteps > 0
-        if algo.obs_shapes is None:
-            algo.obs_shapes = state.get("obs_shapes")
-        algo._load_extra_state(state.get("extra") or {})
+            algo.generator.set_state(state["generator"])
+            algo.num_timesteps = int(state["num_timesteps"])
+            algo._seeded = algo.num_timesteps > 0
+            if algo.obs_shapes is None:
+                algo.obs_shapes = state.get("obs_shapes")
+            algo._load_extra_state(state.get("extra") or {})
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+            why = str(e).splitlines()[0] if str(e) else ""
+            raise CheckpointError(f"{path}: checkpoint does not fit {cls.__name__} "
+                                  f"({type(e).__name__}: {why})") from None
         return algo
 
     def _extra_state(self) -> dict[str, Any]:
