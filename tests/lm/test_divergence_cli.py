@@ -59,3 +59,18 @@ def test_a_new_run_never_reuses_another_runs_folder(text_file, tmp_path, capsys)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 6
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 6  # one run's records, not two
+
+
+def test_compare_refuses_to_rerun_into_its_folder_without_overwrite(text_file, tmp_path, capsys):
+    sizes = ["--d-model", "8", "--d-expert", "8", "--n-layer", "1", "--block-size", "8", "--batch-size", "2",
+             "--steps", "2", "--eval-interval", "1", "--eval-tokens", "32"]
+    argv = ["lm", "compare", "--corpus", str(text_file), "--out", str(tmp_path / "cmp"), "--experts", "0,2",
+            "--k", "1", *sizes]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "holds another run" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    k3 = ["lm", "compare", "--corpus", str(text_file), "--out", str(tmp_path / "k3"), "--experts", "0,2"]
+    assert main([*k3, "--k", "3", *sizes]) == 2  # an MoE with fewer experts than k
+    assert "--k 3" in capsys.readouterr().err

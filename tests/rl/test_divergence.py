@@ -47,3 +47,21 @@ def test_nan_weights_stop_the_rollout_with_a_divergence_error(cls, tmp_path):
     with pytest.raises(CheckpointError, match="NaN or infinity"):  # and such a policy is never saved
         algo.save(tmp_path / "policy")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gridworld_and_save_refuse_another_runs_files(tmp_path, capsys):
+    from moeplace.cli import main
+
+    grid = ["rl", "gridworld", "--size", "3", "--steps", "256", "--out", str(tmp_path / "g"), "--json"]
+    assert main(grid) == 0
+    before = (tmp_path / "g" / "policy.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(grid) == 2
+    assert "holds another run (gridworld.png)" in capsys.readouterr().err
+    assert (tmp_path / "g" / "policy.safetensors").read_bytes() == before
+    assert main([*grid, "--overwrite"]) == 0
+    save = ["rl", "train", "--env", "CartPole-v1", "--steps", "256", "--eval-episodes", "1",
+            "--save", str(tmp_path / "cp")]
+    assert main(save) == 0
+    assert main(save) == 2 and "--save" in capsys.readouterr().err
+    assert main([*save, "--resume", str(tmp_path / "cp.safetensors")]) == 0  # continuing it is fine
