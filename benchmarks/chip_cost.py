@@ -22,6 +22,7 @@ from moeplace.data import CHIP_DIR
 from moeplace.place.chip.cost import ProxyCost
 from moeplace.place.chip.netlist import Netlist, NodeKind, load_netlist
 from moeplace.place.chip.plc import PlcHeader, load_placement
+from moeplace.place.chip.settings import preset
 from moeplace.utils import markdown_table, print_json_line
 
 # orientation -> how a pin offset (dx, dy) turns: (a, b, c, d) gives (a*dx + b*dy, c*dx + d*dy)
@@ -83,6 +84,10 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     dens = sorted((a / (cw * ch) for row in area for a in row), reverse=True)
     k = max(1, math.floor(0.1 * len(dens)))
     density = 0.5 * sum(dens[:k]) / k
+    # congestion, on its own grid where the header names one
+    if hd.congestion_columns is not None:
+        cols, rows = hd.congestion_columns, hd.congestion_rows
+        cw, ch = W / cols, H / rows
     # congestion: net routing
     hdem = [[0.0] * cols for _ in range(rows)]
     vdem = [[0.0] * cols for _ in range(rows)]
@@ -101,6 +106,8 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     for m in range(len(weights)):
         w = weights[m]
         net = pins[ptr[m]:ptr[m + 1]]
+        if any(not (0 <= px[p] <= W and 0 <= py[p] <= H) for p in net):
+            continue  # a net with a pin off the canvas is not routed
         src = cell(net[0])
         cells = [src]
         for p in net[1:]:
@@ -125,14 +132,14 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
     ks = int(hd.smoothing)
     hs = [[0.0] * cols for _ in range(rows)]
     vs = [[0.0] * cols for _ in range(rows)]
-    for r in range(rows):
+    for r in range(rows):  # V demand spreads over neighbouring columns, H demand over rows
         for c in range(cols):
             lo, hi = max(0, c - ks), min(cols - 1, c + ks)
             for cc in range(lo, hi + 1):
-                hs[r][cc] += hdem[r][c] / (hi - lo + 1)
+                vs[r][cc] += vdem[r][c] / (hi - lo + 1)
             lo, hi = max(0, r - ks), min(rows - 1, r + ks)
             for rr in range(lo, hi + 1):
-                vs[rr][c] += vdem[r][c] / (hi - lo + 1)
+                hs[rr][c] += hdem[r][c] / (hi - lo + 1)
     hcong = [[hs[r][c] / (ch * hd.hroutes_per_micron) for c in range(cols)] for r in range(rows)]
     vcong = [[vs[r][c] / (cw * hd.vroutes_per_micron) for c in range(cols)] for r in range(rows)]
     # congestion: hard macros' routing allocation
@@ -140,19 +147,30 @@ def naive_proxy_cost(nl: Netlist, hd: PlcHeader, x: list[float], y: list[float],
         if kind[i] != NodeKind.HARD_MACRO:
             continue
         x0, y0, x1, y1 = footprint(i)
-        rs, cs = spans(y0, y1, ch, rows), spans(x0, x1, cw, cols)
-        top = max(r for r, _ in rs) if len(rs) > 1 and any(o < ch * (1 - 1e-9) for _, o in rs) else None
-        right = max(c for c, _ in cs) if len(cs) > 1 and any(o < cw * (1 - 1e-9) for _, o in cs) else None
-        for r, oy in rs:
-            for c, ox in cs:
-                if r != top:
-                    vcong[r][c] += ox * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
-                if c != right:
-                    hcong[r][c] += oy * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
+        # the cells of the corners, floor(edge / cell) clamped to the grid; the last one may be empty
+        r0, r1 = (min(max(math.floor(v / ch), 0), rows - 1) for v in (y0, y1))
+        c0, c1 = (min(max(math.floor(v / cw), 0), cols - 1) for v in (x0, x1))
+        oy = {r: max(0.0, min(y1, (r + 1) * ch) - max(y0, r * ch)) for r in range(r0, r1 + 1)}
+        ox = {c: max(0.0, min(x1, (c + 1) * cw) - max(x0, c * cw)) for c in range(c0, c1 + 1)}
+        drop_v = drop_h = False
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                dx, dy = (ox[c], oy[r]) if ox[c] > 0 and oy[r] > 0 else (0.0, 0.0)
+                drop_v |= r1 != r0 and r in (r0, r1) and abs(dy - ch) > 1e-5
+                drop_h |= c1 != c0 and c in (c0, c1) and abs(dx - cw) > 1e-5
+                vcong[r][c] += dx * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
+                hcong[r][c] += dy * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
+        for c in range(c0, c1 + 1):
+            if drop_v and ox[c] > 0 and oy[r1] > 0:
+                vcong[r1][c] -= ox[c] * hd.vrouting_alloc / (cw * hd.vroutes_per_micron)
+        for r in range(r0, r1 + 1):
+            if drop_h and oy[r] > 0 and ox[c1] > 0:
+                hcong[r][c1] -= oy[r] * hd.hrouting_alloc / (ch * hd.hroutes_per_micron)
     flat = sorted([v for row in vcong for v in row] + [h for row in hcong for h in row], reverse=True)
     k = max(1, math.floor(0.05 * len(flat)))
     congestion = sum(flat[:k]) / k
-    return wirelength, density, congestion, wirelength + 0.5 * density + 0.5 * congestion
+    a, b, c = hd.weights
+    return wirelength, density, congestion, a * wirelength + b * density + c * congestion
 
 
 def _median_ms(fn, repeats: int) -> tuple[float, float]:
@@ -205,15 +223,37 @@ def main() -> None:
         state.accept()
     full = pc.evaluate(state.x, state.y, state.orient)
     assert abs(full.proxy - state.terms().proxy) < 1e-9
+    # Circuit Training's current settings: its own 81 x 81 congestion grid, smoothing 5, weights 1/1/0.5
+    ct_hd = preset(hd, "ct")
+    ct_pc = ProxyCost(nl, ct_hd)
+    ct_terms = ct_pc.evaluate()
+    assert np.allclose(naive_proxy_cost(nl, ct_hd, x, y, o), (ct_terms.wirelength, ct_terms.density,
+                                                               ct_terms.congestion, ct_terms.proxy),
+                       rtol=1e-9, atol=1e-12)
+    ct_full_ms = _median_ms(ct_pc.evaluate, args.repeats)
+    ct_state = ct_pc.state()
+    it = iter([(int(rng.choice(nl.hard_macros)), rng.uniform(0, hd.width), rng.uniform(0, hd.height))
+               for _ in range(args.moves)])
+
+    def ct_move(it=it):
+        i, nx, ny = next(it)
+        ct_state.move([i], [nx], [ny])
+        ct_state.reject()
+
+    ct_hard_ms = _median_ms(ct_move, args.moves)
     timings = [("naive per-net Python loop (full)", naive_ms), ("vectorised numpy (full)", full_ms),
                ("incremental, 1 hard macro moves", per_kind["hard"]),
-               ("incremental, 1 soft macro moves", per_kind["soft"])]
+               ("incremental, 1 soft macro moves", per_kind["soft"]),
+               ("vectorised (full), CT settings", ct_full_ms),
+               ("incremental, 1 hard macro, CT settings", ct_hard_ms)]
     rows = [{"evaluation": name, "wall ms": wall, "cpu ms": cpu, "speed-up (cpu)": naive_ms[1] / cpu}
             for name, (wall, cpu) in timings]
     print(f"Ariane133 legalized.plc: {nl.num_nets} nets, {len(nl.net_pins)} net pins, grid "
           f"{hd.columns}x{hd.rows}; netlist parse {parse_s:.2f} s")
     print(f"costs: wirelength {terms.wirelength:.5f}  density {terms.density:.5f}  "
           f"congestion {terms.congestion:.5f}  proxy {terms.proxy:.5f} (both evaluators agree)")
+    print(f"CT settings ({ct_pc.cgrid.columns}x{ct_pc.cgrid.rows} congestion grid, smoothing 5, weights "
+          f"1/1/0.5): congestion {ct_terms.congestion:.5f}  proxy {ct_terms.proxy:.5f} (both agree)")
     print(markdown_table(rows, floatfmt=".4g"))
     print_json_line({
         "netlist": "ariane133", "parse_s": round(parse_s, 3),
@@ -225,6 +265,8 @@ def main() -> None:
         "speedup_incremental_hard": round(naive_ms[1] / per_kind["hard"][1], 1),
         "wirelength": round(terms.wirelength, 6), "density": round(terms.density, 6),
         "congestion": round(terms.congestion, 6), "proxy": round(terms.proxy, 6),
+        "ct_full_ms": round(ct_full_ms[1], 3), "ct_incremental_hard_move_ms": round(ct_hard_ms[1], 3),
+        "ct_congestion": round(ct_terms.congestion, 6), "ct_proxy": round(ct_terms.proxy, 6),
     })
 
 if __name__ == "__main__":

@@ -16,7 +16,14 @@ import importlib
 import os
 from pathlib import Path
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import nonneg_int
+from moeplace.cli.chip_settings import (
+    add_cost_options,
+    add_grid_options,
+    add_routing_options,
+    describe,
+    load_design,
+)
 
 # `place chip ACTION ...`: each action lives in its own module defining `register(actions)`;
 # without an action, `place chip --netlist ...` places the netlist.
@@ -37,15 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="placement.plc", help="where to write the best placement (.plc)")
     p.add_argument("--png", default=None, help="also draw the best placement to this PNG")
     p.add_argument("--congestion-map", action="store_true", help="draw the congestion heat map in the PNG")
-    p.add_argument("--columns", type=positive_int, default=None,
-                   help="grid columns (default: .plc header, or 10)")
-    p.add_argument("--rows", type=positive_int, default=None, help="grid rows (default: .plc header, or 10)")
+    add_grid_options(p)
     p.add_argument("--fd-iterations", type=nonneg_int, default=10,
                    help="force-directed iterations for the soft macros after each RL episode (default 10)")
     p.add_argument("--soft-start", choices=["input", "center"], default="input",
                    help="where force-directed placement starts the soft macros (default: input positions)")
+    add_cost_options(p)  # --settings, --congestion-grid, --routes-per-congestion-grid, --weights
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    add_routing_options(p)
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="chip_action", metavar="ACTION", required=False, parser_class=type(p))
     for module in _ACTIONS:
@@ -56,34 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                 raise
             continue
         mod.register(actions)
-
-
-def _load(args: argparse.Namespace):
-    """Netlist and header from the files given (Bookshelf when --netlist is an .aux file)."""
-    from moeplace.errors import InputError
-    from moeplace.place.chip.netlist import load_netlist
-    from moeplace.place.chip.plc import default_header, load_placement
-
-    path = Path(args.netlist)
-    if path.suffix == ".aux":
-        from moeplace.place.chip.bookshelf import load_bookshelf
-
-        netlist, header = load_bookshelf(path, columns=args.columns, rows=args.rows)
-        if args.plc:
-            load_placement(netlist, args.plc)
-        return netlist, header
-    netlist = load_netlist(path)
-    if args.plc:
-        header = load_placement(netlist, args.plc)
-        if args.columns:
-            header.columns = args.columns
-        if args.rows:
-            header.rows = args.rows
-    else:
-        header = default_header(netlist, columns=args.columns or 10, rows=args.rows or 10)
-    if args.columns is not None and args.columns < 1 or args.rows is not None and args.rows < 1:
-        raise InputError("--columns/--rows: must be >= 1")
-    return netlist, header
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fd_iterations < 0:
         raise InputError("--fd-iterations: must be >= 0")
     seed_everything(args.seed)
-    netlist, header = _load(args)
+    netlist, header, settings = load_design(args)
+    for line in describe(settings):
+        print(line, flush=True)
     rows, results = [], {}
     terms = ProxyCost(netlist, header).evaluate().as_dict()
     rows.append(_row("input", terms, 1, 0.0))
@@ -138,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json_line({"input": rows[0], **{m: r for m, r in zip(methods, rows[1:])},
                          "best": best_name, "best_proxy": check["proxy"], "out": args.out,
-                         "png": args.png, "hpwl": figures["Wirelength"]})
+                         "png": args.png, "hpwl": figures["Wirelength"], "settings": settings})
     return 130 if res.interrupted else 0
 
 

@@ -219,7 +219,7 @@ def test_write_plc_from_blank_header(tmp_path):
 @pytest.mark.parametrize("body, reason", [
     ("0 1.0 2.0\n", "needs 'node_index"),
     ("0 1.0 abc N 0\n", "y is not a number"),
-    ("x 1.0 2.0 N 0\n", "not an integer"),
+    ("1.5 1.0 2.0 N 0\n", "not an integer"),
     ("0 1.0 2.0 Q 0\n", "unknown orientation"),
     ("0 1.0 2.0 N 7\n", "fixed flag"),
 ])

@@ -11,7 +11,7 @@ from moeplace.cli import main
 from moeplace.errors import InputError
 from moeplace.place.core import PlacementProblem
 from moeplace.place.device.apply import apply_placement
-from moeplace.place.device.baselines import HEURISTICS, expert
+from moeplace.place.device.baselines import HEURISTICS, layer_split
 from moeplace.place.device.cluster import load_cluster
 from moeplace.place.device.colocrl import train_colocrl
 from moeplace.place.device.graph import OpGraph
@@ -41,9 +41,9 @@ def test_each_heuristic_returns_a_valid_complete_placement(nmt):
         assert nmt.simulate(p).valid, name
 
 
-def test_expert_split_is_contiguous_over_layers(nmt):
+def test_layer_split_is_contiguous_over_layers(nmt):
     g = nmt.graph
-    p = expert(nmt)
+    p = layer_split(nmt)
     order = list(dict.fromkeys(g.layer))
     layer_dev = {g.layer[i]: int(p[g.group[i]]) for i in range(g.num_ops)}
     devs = [layer_dev[k] for k in order]

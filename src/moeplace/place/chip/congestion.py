@@ -62,6 +62,14 @@ class Segments:
         return h, v
 
 
+def routed_weights(outside: np.ndarray, ptr: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Nets' weights (CSR pins, `outside` per pin), zero for nets with any pin outside."""
+    m = len(ptr) - 1
+    net_of = np.repeat(np.arange(m), np.diff(ptr))
+    bad = np.bincount(net_of, outside.astype(np.float64), minlength=m) > 0
+    return np.where(bad, 0.0, weight)
+
+
 def route_nets(col: np.ndarray, row: np.ndarray, net_ptr: np.ndarray, net_weight: np.ndarray,
                columns: int, rows: int, net_of: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw routing demand (H, V) `[rows, cols]` of nets whose pins (CSR order, driver first) sit in
@@ -130,7 +138,8 @@ def _route_three(i: np.ndarray, j: np.ndarray, w: np.ndarray, rows: int, segs: S
 
 
 def smooth(demand: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """Spread each cell's value evenly over the in-grid cells within +-k along `axis` (1: H, 0: V)."""
+    """Spread each cell's value evenly over the in-grid cells within +-k along `axis` (the cost spreads
+    H demand over rows, axis 0, and V demand over columns, axis 1)."""
     if k <= 0:
         return demand
     d = np.moveaxis(demand, axis, -1)

@@ -4,6 +4,8 @@
 then evaluates a placement given as centre arrays (defaults: the netlist's own). `ProxyCost.state()`
 returns an `IncrementalProxyCost` that re-evaluates in time proportional to the nets of the nodes
 that move (simulated annealing and RL moves), keeping per-net HPWL, per-net routing and the maps.
+The header's settings choose the weights, the smoothing range and the congestion grid (the
+placement grid unless the header names its own, as Circuit Training's current code does).
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from moeplace.errors import InfeasibleError
-from moeplace.place.chip.congestion import congestion_cost, route_nets, smooth, sorted_unique
-from moeplace.place.chip.density import density_cost, macro_allocation_maps, overlap_area_map, rect_overlaps
+from moeplace.place.chip.congestion import congestion_cost, route_nets, routed_weights, smooth, sorted_unique
+from moeplace.place.chip.density import (
+    density_cost,
+    edge_cells,
+    macro_allocation_maps,
+    overlap_area_map,
+    rect_overlaps,
+)
 from moeplace.place.chip.netlist import Netlist, NodeKind, pin_positions, swaps_axes
 from moeplace.place.chip.plc import PlcHeader
+from moeplace.place.chip.settings import WEIGHT_PRESETS
 from moeplace.place.chip.wirelength import PaddedNets, hpwl_per_net, subset_csr, wirelength_cost
 
 WIRELENGTH_WEIGHT, DENSITY_WEIGHT, CONGESTION_WEIGHT = 1.0, 0.5, 0.5
@@ -82,6 +91,18 @@ class Grid:
         header.validate(header.source or "plc header")
         return cls(int(header.columns), int(header.rows), float(header.width), float(header.height))
 
+    @classmethod
+    def congestion_from_header(cls, header: PlcHeader) -> Grid:
+        """The grid congestion is computed on: the header's congestion grid, else the placement grid."""
+        g = cls.from_header(header)
+        if header.congestion_columns is None or header.congestion_rows is None:
+            return g
+        return cls(int(header.congestion_columns), int(header.congestion_rows), g.width, g.height)
+
+    def inside(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether points lie on the canvas (its edges included)."""
+        return (x >= 0) & (x <= self.width) & (y >= 0) & (y <= self.height)
+
 
 @dataclass(frozen=True)
 class CostTerms:
@@ -97,10 +118,11 @@ class CostTerms:
         return asdict(self)
 
 
-def proxy_of(wirelength: float, density: float, congestion: float) -> CostTerms:
-    """Combine the terms with Circuit Training's weights (1, 0.5, 0.5)."""
-    proxy = WIRELENGTH_WEIGHT * wirelength + DENSITY_WEIGHT * density + CONGESTION_WEIGHT * congestion
-    return CostTerms(wirelength, density, congestion, proxy)
+def proxy_of(wirelength: float, density: float, congestion: float,
+             weights: tuple[float, float, float] = WEIGHT_PRESETS["google"]) -> CostTerms:
+    """Combine the terms with (wirelength, density, congestion) weights (default 1, 0.5, 0.5)."""
+    a, b, c = weights
+    return CostTerms(wirelength, density, congestion, a * wirelength + b * density + c * congestion)
 
 
 def check_fits(netlist: Netlist, grid: Grid) -> None:
@@ -121,12 +143,14 @@ class ProxyCost:
         self.netlist = netlist
         self.header = header
         self.grid = Grid.from_header(header)
+        self.cgrid = Grid.congestion_from_header(header)  # congestion's grid (often the same)
         check_fits(netlist, self.grid)
         self.hard = netlist.hard_macros
         self.macros = netlist.macros  # hard and soft: they fill density
         self.smoothing = int(np.floor(header.smoothing))
+        self.weights = tuple(float(w) for w in header.weights)
         self.macro_partial_rule = macro_partial_rule
-        g = self.grid
+        g = self.cgrid
         self.h_scale = 1.0 / (g.cell_height * header.hroutes_per_micron)
         self.v_scale = 1.0 / (g.cell_width * header.vroutes_per_micron)
         self._build_incidence()
@@ -186,45 +210,68 @@ class ProxyCost:
         """Overlap of `nodes`' rectangles with grid columns `[K, cols]` and rows `[K, rows]`."""
         return self.overlaps_at(nodes, x[nodes], y[nodes], orient[nodes])
 
-    def overlaps_at(self, nodes: np.ndarray, cx: np.ndarray, cy: np.ndarray, orient: np.ndarray):
-        """Like `overlaps`, with the nodes' centres and orientation codes given per node."""
-        g, nl = self.grid, self.netlist
+    def footprints(self, nodes: np.ndarray, orient: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Width and height of `nodes` as placed with orientation codes `orient` (per node)."""
+        nl = self.netlist
         w, h = nl.width[nodes], nl.height[nodes]
         swap = swaps_axes(orient) & (nl.kind[nodes] == NodeKind.HARD_MACRO)
-        w, h = np.where(swap, h, w), np.where(swap, w, h)
+        return np.where(swap, h, w), np.where(swap, w, h)
+
+    def overlaps_at(self, nodes: np.ndarray, cx: np.ndarray, cy: np.ndarray, orient: np.ndarray):
+        """Like `overlaps`, with the nodes' centres and orientation codes given per node."""
+        g = self.grid
+        w, h = self.footprints(nodes, orient)
         return rect_overlaps(cx, cy, w, h, g.columns, g.rows, g.cell_width, g.cell_height)
 
     def area_map(self, nodes: np.ndarray, x: np.ndarray, y: np.ndarray, orient: np.ndarray) -> np.ndarray:
         """Summed overlap area of `nodes` with each cell `[rows, cols]`."""
         return overlap_area_map(*self.overlaps(nodes, x, y, orient))
 
+    def routed_weights(self, px_pins: np.ndarray, py_pins: np.ndarray, ptr: np.ndarray,
+                       weight: np.ndarray) -> np.ndarray:
+        """Routing weight of nets given their pins' positions (CSR): the net's weight, or 0 for a net
+        with a pin off the canvas (the reference tool routes no such net)."""
+        return routed_weights(~self.grid.inside(px_pins, py_pins), ptr, weight)
+
     def net_demand(self, px: np.ndarray, py: np.ndarray, nets: np.ndarray | None = None):
-        """Raw routing demand (H, V) `[rows, cols]` of all nets (or `nets`), before smoothing."""
-        nl, g = self.netlist, self.grid
+        """Raw routing demand (H, V) `[rows, cols]` of all nets (or `nets`) on the congestion grid,
+        before smoothing; nets with a pin off the canvas are left out."""
+        nl, g = self.netlist, self.cgrid
         if nets is None:
-            col, row = g.cell_of(px[nl.net_pins], py[nl.net_pins])
-            return route_nets(col, row, nl.net_ptr, nl.net_weight, g.columns, g.rows, self.net_of_pin)
-        ptr, pos = subset_csr(nl.net_ptr, nets)
-        pins, weight = nl.net_pins[pos], nl.net_weight[nets]
-        col, row = g.cell_of(px[pins], py[pins])
-        return route_nets(col, row, ptr, weight, g.columns, g.rows)
+            pins, ptr, weight = nl.net_pins, nl.net_ptr, nl.net_weight
+        else:
+            ptr, pos = subset_csr(nl.net_ptr, nets)
+            pins, weight = nl.net_pins[pos], nl.net_weight[nets]
+        pxp, pyp = px[pins], py[pins]
+        weight = self.routed_weights(pxp, pyp, ptr, weight)
+        col, row = g.cell_of(pxp, pyp)
+        return route_nets(col, row, ptr, weight, g.columns, g.rows, self.net_of_pin if nets is None else None)
 
     def macro_demand_of(self, nodes: np.ndarray, x: np.ndarray, y: np.ndarray, orient: np.ndarray):
         """Scaled routing allocation (H, V) `[rows, cols]` of the hard macros `nodes`."""
-        return self.macro_allocation(*self.overlaps(nodes, x, y, orient))
+        return self.macro_demand_at(nodes, x[nodes], y[nodes], orient[nodes])
 
-    def macro_allocation(self, xo: np.ndarray, yo: np.ndarray, weight: np.ndarray | None = None):
-        """Scaled routing allocation (H, V) of hard macros given their column/row overlaps."""
-        h, v = macro_allocation_maps(xo, yo, self.grid.cell_width, self.grid.cell_height,
-                                     self.macro_partial_rule, weight)
-        hd = self.header
-        return h * (hd.hrouting_alloc * self.h_scale), v * (hd.vrouting_alloc * self.v_scale)
+    def macro_demand_at(self, nodes: np.ndarray, cx: np.ndarray, cy: np.ndarray, orient: np.ndarray,
+                        weight: np.ndarray | None = None):
+        """Scaled routing allocation (H, V) on the congestion grid of hard macros `nodes` centred at
+        (cx, cy) with orientation codes `orient` (per node), each counted `weight` times (default 1)."""
+        g, hd = self.cgrid, self.header
+        w, h = self.footprints(nodes, orient)
+        xo, yo = rect_overlaps(cx, cy, w, h, g.columns, g.rows, g.cell_width, g.cell_height)
+        cols = edge_cells(cx - w / 2, cx + w / 2, g.columns, g.cell_width)
+        rows = edge_cells(cy - h / 2, cy + h / 2, g.rows, g.cell_height)
+        hm, vm = macro_allocation_maps(xo, yo, cols, rows, g.cell_width, g.cell_height,
+                                       self.macro_partial_rule, weight)
+        return hm * (hd.hrouting_alloc * self.h_scale), vm * (hd.vrouting_alloc * self.v_scale)
 
     def finish_congestion(self, h_raw: np.ndarray, v_raw: np.ndarray, h_macro: np.ndarray,
                           v_macro: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Congestion maps from raw net demand (smoothed, scaled) plus the macros' allocation."""
-        h = smooth(h_raw, self.smoothing, axis=1) * self.h_scale + h_macro
-        v = smooth(v_raw, self.smoothing, axis=0) * self.v_scale + v_macro
+        """Congestion maps from raw net demand (smoothed, scaled) plus the macros' allocation.
+
+        Smoothing spreads horizontal demand over the neighbouring rows and vertical demand over the
+        neighbouring columns (where a detour would go), as the reference tool does."""
+        h = smooth(h_raw, self.smoothing, axis=0) * self.h_scale + h_macro
+        v = smooth(v_raw, self.smoothing, axis=1) * self.v_scale + v_macro
         return h, v
 
     def terms(self, net_hpwl: np.ndarray, area: np.ndarray, h_raw: np.ndarray, v_raw: np.ndarray,
@@ -234,7 +281,7 @@ class ProxyCost:
         wl = wirelength_cost(net_hpwl, self.netlist.net_weight, g.width, g.height)
         dens = density_cost(area / (g.cell_width * g.cell_height))
         cong = congestion_cost(*self.finish_congestion(h_raw, v_raw, h_macro, v_macro))
-        return proxy_of(wl, dens, cong)
+        return proxy_of(wl, dens, cong, self.weights)
 
     # ---- public evaluation ---------------------------------------------------------------------
     def hpwl_per_net(self, x=None, y=None, orient=None) -> np.ndarray:

@@ -105,7 +105,9 @@ class IncrementalProxyCost:
             area = area + np.einsum("k,kr,kc->rc", sign, yo, xo)
             hard = self._is_hard[both]
             if hard.any():
-                dh, dv = c.macro_allocation(xo[hard], yo[hard], sign[hard])
+                ox, oy = np.concatenate([old_x[sel], new_x[sel]]), np.concatenate([old_y[sel], new_y[sel]])
+                oo = np.concatenate([old_o[sel], new_o[sel]])
+                dh, dv = c.macro_demand_at(both[hard], ox[hard], oy[hard], oo[hard], sign[hard])
                 h_macro, v_macro = h_macro + dh, v_macro + dv
         # Nets of the moved nodes: new HPWL; re-route those whose pin cells changed.
         nets = c.nets_of(nodes)
@@ -115,19 +117,21 @@ class IncrementalProxyCost:
             sub = nl.net_pins[pos]
             net_hpwl = net_hpwl.copy()
             net_hpwl[nets] = hpwl_per_net(px, py, ptr, sub)
-            col0, row0 = c.grid.cell_of(self.px[sub], self.py[sub])
-            col1, row1 = c.grid.cell_of(px[sub], py[sub])
-            moved = np.logical_or.reduceat((col0 != col1) | (row0 != row1), ptr[:-1])
+            g = c.cgrid
+            col0, row0 = g.cell_of(self.px[sub], self.py[sub])
+            col1, row1 = g.cell_of(px[sub], py[sub])
+            w0 = c.routed_weights(self.px[sub], self.py[sub], ptr, nl.net_weight[nets])  # 0: off canvas
+            w1 = c.routed_weights(px[sub], py[sub], ptr, nl.net_weight[nets])
+            moved = np.logical_or.reduceat((col0 != col1) | (row0 != row1), ptr[:-1]) | (w0 != w1)
             if moved.any():
                 lengths = np.diff(ptr)[moved]
                 keep = np.repeat(moved, np.diff(ptr))
                 part = np.zeros(len(lengths) + 1, np.int64)
                 np.cumsum(lengths, out=part[1:])
-                w = nl.net_weight[nets[moved]]
                 dh, dv = route_nets(np.concatenate([col0[keep], col1[keep]]),
                                     np.concatenate([row0[keep], row1[keep]]),
-                                    np.concatenate([part, part[1:] + part[-1]]), np.concatenate([-w, w]),
-                                    c.grid.columns, c.grid.rows)
+                                    np.concatenate([part, part[1:] + part[-1]]),
+                                    np.concatenate([-w0[moved], w1[moved]]), g.columns, g.rows)
                 h_raw, v_raw = h_raw + dh, v_raw + dv
         terms = c.terms(net_hpwl, area, h_raw, v_raw, h_macro, v_macro)
         self._pending = _Proposal(nodes, new_x, new_y, new_o, pins, px, py, nets, net_hpwl, area,

@@ -27,6 +27,8 @@ _PAIR_FIELDS = {  # regex -> (first attribute, second attribute)
         ("hroutes_per_micron", "vroutes_per_micron"),
     re.compile(rf"^Routes used by macros,\s*hor\s*:\s*{_NUM}\s+ver\s*:\s*{_NUM}"):
         ("hrouting_alloc", "vrouting_alloc"),
+    re.compile(rf"^Congestion Columns\s*:\s*{_NUM}\s+Congestion Rows\s*:\s*{_NUM}"):
+        ("congestion_columns", "congestion_rows"),
 }
 _SINGLE_FIELDS = {
     re.compile(rf"^Smoothing factor\s*:\s*{_NUM}"): "smoothing",
@@ -55,10 +57,14 @@ class PlcHeader:
     vrouting_alloc: float = 51.79
     smoothing: float = 2.0
     overlap_threshold: float = 0.004
+    congestion_columns: int | None = None  # a separate congestion grid (Circuit Training's current
+    congestion_rows: int | None = None  # code writes `Congestion Columns : c  Congestion Rows : r`)
+    weights: tuple[float, float, float] = (1.0, 0.5, 0.5)  # wirelength, density, congestion (not in files)
     blockages: list[tuple[float, float, float, float, float]] = field(default_factory=list)
     figures: dict[str, float] = field(default_factory=dict)  # e.g. "Wirelength cost" -> 0.0736
     lines: list[str] = field(default_factory=list)  # raw header comment lines, '#' stripped
     source: str = ""
+    field_lines: dict[str, int] = field(default_factory=dict)  # e.g. "width" -> its line in the file
 
     @property
     def cell_width(self) -> float:
@@ -92,6 +98,8 @@ class PlcPlacement:
     orientation: list[str]
     fixed: np.ndarray  # bool [K]
     line: np.ndarray  # int64 [K] line number of each row in its file
+    node_name: list[str] = field(default_factory=list)  # per row: the node's name where the row gives
+    # one instead of an index (node_index -1 until apply_plc looks it up), else ""
 
 
 def _number(text: str, path: Path, lineno: int, what: str) -> float:
@@ -113,12 +121,13 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
             va, vb = float(m.group(1)), float(m.group(2))
             if not (np.isfinite(va) and np.isfinite(vb)):
                 raise InputError(f"{path}:{lineno}: {a} and {b} must be finite numbers")
-            if a == "columns":
-                if va != int(va) or vb != int(vb):
-                    raise InputError(f"{path}:{lineno}: grid columns and rows must be integers")
+            if a in ("columns", "congestion_columns"):
+                if va != int(va) or vb != int(vb) or va < 1 or vb < 1:
+                    raise InputError(f"{path}:{lineno}: grid columns and rows must be positive integers")
                 va, vb = int(va), int(vb)
             setattr(header, a, va)
             setattr(header, b, vb)
+            header.field_lines[a] = lineno
             return
     for rx, a in _SINGLE_FIELDS.items():
         m = rx.match(body)
@@ -138,7 +147,8 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
         key = "Area" if m.group(1).startswith("Area") else m.group(1)
         header.figures[key] = float(m.group(2))
         return
-    for key in ("Columns", "Width", "Routes per micron", "Routes used by macros", "Smoothing factor"):
+    for key in ("Columns", "Congestion Columns", "Width", "Routes per micron", "Routes used by macros",
+                "Smoothing factor"):
         if body.startswith(key):
             raise InputError(f"{path}:{lineno}: malformed header line {('# ' + body)[:80]!r}")
 
@@ -151,7 +161,7 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
     except OSError as e:
         raise InputError(f"{path}: cannot read placement file ({e.strerror or e})") from None
     header = PlcHeader(source=str(path))
-    idx, xs, ys, orients, fixed, lines = [], [], [], [], [], []
+    idx, xs, ys, orients, fixed, lines, names = [], [], [], [], [], [], []
     in_body = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         s = raw.strip()
@@ -168,11 +178,17 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
         if len(parts) not in (4, 5):
             raise InputError(f"{path}:{lineno}: placement row needs 'node_index x y orientation [fixed]', "
                              f"got {len(parts)} fields")
+        name = ""
         try:
             i = int(parts[0])
         except ValueError:
-            raise InputError(f"{path}:{lineno}: node index is not an integer: {parts[0]!r}") from None
-        if i < 0:
+            try:
+                float(parts[0])
+            except ValueError:  # a node name: looked up in the netlist by apply_plc
+                i, name = -1, parts[0]
+            else:
+                raise InputError(f"{path}:{lineno}: node index is not an integer: {parts[0]!r}") from None
+        if i < 0 and not name:
             raise InputError(f"{path}:{lineno}: negative node index {i}")
         o = parts[3]
         if o != "-" and o not in ORIENTATIONS:
@@ -186,16 +202,32 @@ def read_plc(path: str | Path) -> tuple[PlcHeader, PlcPlacement]:
         orients.append(o)
         fixed.append(f == "1")
         lines.append(lineno)
+        names.append(name)
     placement = PlcPlacement(node_index=np.asarray(idx, np.int64), x=np.asarray(xs, np.float64),
                              y=np.asarray(ys, np.float64), orientation=orients,
-                             fixed=np.asarray(fixed, bool), line=np.asarray(lines, np.int64))
+                             fixed=np.asarray(fixed, bool), line=np.asarray(lines, np.int64),
+                             node_name=names if any(names) else [])
     return header, placement
 
 
 def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placement") -> None:
-    """Set centres, orientations and fixed flags of the netlist's macros and ports from .plc rows."""
+    """Set centres, orientations and fixed flags of the netlist's macros and ports from .plc rows.
+
+    Rows may name nodes instead of numbering them. A file with rows must place every hard and soft
+    macro (one without rows keeps the netlist's positions); InputError names the file and line."""
     n = netlist.num_nodes
+    for k, name in enumerate(placement.node_name):
+        if name:
+            try:
+                placement.node_index[k] = netlist.index(name)
+            except KeyError:
+                raise InputError(f"{source}:{placement.line[k]}: unknown node {name!r}") from None
+    seen: dict[int, int] = {}
     for k, i in enumerate(placement.node_index):
+        if int(i) in seen:
+            raise InputError(f"{source}:{placement.line[k]}: node {i} ({netlist.names[i] if i < n else '?'}) "
+                             f"is placed twice (first on line {seen[int(i)]})")
+        seen[int(i)] = int(placement.line[k])
         if i >= n:
             raise InputError(f"{source}:{placement.line[k]}: node index {i} is out of range "
                              f"(netlist has {n} nodes)")
@@ -203,6 +235,12 @@ def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placemen
         if kind not in (NodeKind.HARD_MACRO, NodeKind.SOFT_MACRO, NodeKind.PORT):
             raise InputError(f"{source}:{placement.line[k]}: node {i} ({netlist.names[i]!r}) is a pin, "
                              "not a macro or port")
+    if len(placement.node_index):
+        missing = np.setdiff1d(netlist.macros, placement.node_index)
+        if len(missing):
+            m = int(missing[0])
+            raise InputError(f"{source}: no row for macro {netlist.names[m]!r} (node {m}; {len(missing)} "
+                             "macros missing): a .plc with rows must place every hard and soft macro")
     i = placement.node_index
     netlist.x[i] = placement.x
     netlist.y[i] = placement.y
@@ -212,27 +250,99 @@ def apply_plc(netlist: Netlist, placement: PlcPlacement, source: str = "placemen
 
 
 def load_placement(netlist: Netlist, path: str | Path) -> PlcHeader:
-    """Read a .plc file, apply it to the netlist and return its header (the one-call convenience)."""
+    """Read a .plc file, check it against the netlist, apply it and return its header."""
     header, placement = read_plc(path)
+    check_header_against_netlist(netlist, header, str(path))
     apply_plc(netlist, placement, source=str(path))
     return header
 
 
-def default_header(netlist: Netlist, columns: int = 10, rows: int = 10, width: float | None = None,
-                   height: float | None = None, utilization: float = 0.6) -> PlcHeader:
-    """A header for a netlist without a .plc: the netlist's canvas, else a square of area/utilization
-    grown to reach every (fixed) port."""
+def netlist_sizes(netlist: Netlist) -> dict[str, tuple[float, float]]:
+    """Canvas and grid a netlist states: its metadata canvas, and the leading comment lines of its
+    file as Circuit Training reads them (`FP bbox: {x0 y0} {x1 y1}`, `Width : w  Height : h`,
+    `Columns : c  Rows : r`)."""
+    out: dict[str, tuple[float, float]] = {}
+    if netlist.canvas is not None:
+        out["canvas"] = (float(netlist.canvas[0]), float(netlist.canvas[1]))
+    path = Path(netlist.source) if netlist.source else None
+    if path is None or not path.is_file() or path.suffix == ".aux":
+        return out
+    import gzip
+
+    try:
+        with (gzip.open(path, "rt", errors="replace") if path.suffix == ".gz"
+              else path.open(encoding="utf-8", errors="replace")) as f:
+            for _, line in zip(range(200), f):
+                if not line.startswith("#"):
+                    break
+                m = re.search(rf"FP bbox:\s*\{{{_NUM}\s+{_NUM}\}}\s*\{{{_NUM}\s+{_NUM}\}}", line)
+                m2 = re.search(rf"Width\s*:\s*{_NUM}\s+Height\s*:\s*{_NUM}", line)
+                m3 = re.search(rf"(?<![A-Za-z] )Columns\s*:\s*{_NUM}\s+Rows\s*:\s*{_NUM}", line)
+                if m:
+                    out["canvas"] = (float(m.group(3)), float(m.group(4)))
+                elif m2:
+                    out["canvas"] = (float(m2.group(1)), float(m2.group(2)))
+                elif m3:
+                    out["grid"] = (float(m3.group(1)), float(m3.group(2)))
+    except (OSError, EOFError, ValueError):
+        pass  # the netlist reader reports unreadable files itself
+    return out
+
+
+def check_header_against_netlist(netlist: Netlist, header: PlcHeader, source: str) -> None:
+    """InputError (file:line) where the .plc's canvas or grid disagrees with what the netlist states."""
+    sizes = netlist_sizes(netlist)
+    where = netlist.source or "the netlist"
+    if "canvas" in sizes and header.field_lines.get("width"):
+        w, h = sizes["canvas"]
+        if any(abs(a - b) > max(1e-3, 1e-6 * abs(b)) for a, b in ((header.width, w), (header.height, h))):
+            raise InputError(f"{source}:{header.field_lines['width']}: canvas {header.width:g} x "
+                             f"{header.height:g} disagrees with the netlist's {w:g} x {h:g} ({where})")
+    if "grid" in sizes and header.field_lines.get("columns"):
+        c, r = sizes["grid"]
+        if (header.columns, header.rows) != (int(c), int(r)):
+            raise InputError(f"{source}:{header.field_lines['columns']}: grid {header.columns} x "
+                             f"{header.rows} disagrees with the netlist's {int(c)} x {int(r)} ({where})")
+
+
+def default_canvas(netlist: Netlist, utilization: float = 0.6) -> tuple[float, float]:
+    """The netlist's own canvas, else a square holding its cell area at `utilization`, grown to
+    reach every (fixed) port. The cell area is the hard macros' plus the soft macros' divided by the
+    netlist's `soft_macro_area_bloating_ratio` (Circuit Training's grouping bloats soft macros)."""
+    if netlist.canvas is not None:
+        return float(netlist.canvas[0]), float(netlist.canvas[1])
+    if not 0 < utilization <= 1:
+        raise InputError(f"utilization must be in (0, 1], got {utilization}")
+    try:
+        bloat = float(netlist.metadata.get("soft_macro_area_bloating_ratio", 1.0))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        bloat = 1.0
+    bloat = bloat if np.isfinite(bloat) and bloat > 0 else 1.0
+    hard, soft = netlist.hard_macros, netlist.soft_macros
+    area = float(np.sum(netlist.width[hard] * netlist.height[hard])
+                 + np.sum(netlist.width[soft] * netlist.height[soft]) / bloat)
+    width = height = float(np.sqrt(max(area, 1e-9) / utilization))
+    ports = netlist.ports  # ports are fixed: the canvas must reach them
+    if len(ports):
+        width = max(width, float(netlist.x[ports].max()))
+        height = max(height, float(netlist.y[ports].max()))
+    return width, height
+
+
+def default_header(netlist: Netlist, columns: int | None = None, rows: int | None = None,
+                   width: float | None = None, height: float | None = None,
+                   utilization: float = 0.6) -> PlcHeader:
+    """A header for a netlist without a .plc: the canvas given, else `default_canvas`; the grid given,
+    else the one Circuit Training's gridding picks (`gridding.choose_grid`, which also fills in a
+    missing `columns` or `rows`); Circuit Training's default routing settings."""
     if width is None or height is None:
-        if netlist.canvas is not None:
-            width, height = netlist.canvas
-        else:
-            side = float(np.sqrt(max(netlist.macro_area(), 1e-9) / utilization))
-            width = height = side
-            ports = netlist.ports  # ports are fixed: the canvas must reach them
-            if len(ports):
-                width = max(width, float(netlist.x[ports].max()))
-                height = max(height, float(netlist.y[ports].max()))
-    header = PlcHeader(columns=columns, rows=rows, width=float(width), height=float(height))
+        width, height = default_canvas(netlist, utilization)
+    if columns is None or rows is None:
+        from moeplace.place.chip.gridding import choose_grid  # gridding builds on cost, which imports us
+
+        choice = choose_grid(netlist, float(width), float(height), columns=columns, rows=rows)
+        columns, rows = choice.columns, choice.rows
+    header = PlcHeader(columns=int(columns), rows=int(rows), width=float(width), height=float(height))
     header.validate()
     return header
 
@@ -252,6 +362,9 @@ def _canonical_lines(header: PlcHeader, figures: dict[str, float]) -> dict[str, 
         "Routes used by macros, hor": f" Routes used by macros, hor : {_fmt(header.hrouting_alloc)}  "
                                       f"ver : {_fmt(header.vrouting_alloc)}",
         "Smoothing factor": f" Smoothing factor : {_fmt(header.smoothing)}",
+        **({"Congestion Columns": f" Congestion Columns : {header.congestion_columns}  "
+                                  f"Congestion Rows : {header.congestion_rows}"}
+           if header.congestion_columns is not None and header.congestion_rows is not None else {}),
         "Overlap threshold": f" Overlap threshold : {_fmt(header.overlap_threshold)}",
     }
     for k, v in figures.items():
@@ -261,13 +374,14 @@ def _canonical_lines(header: PlcHeader, figures: dict[str, float]) -> dict[str, 
 
 def ascii_map(title: str, values: np.ndarray) -> list[str]:
     """A grid map drawn as Circuit Training's .plc headers draw it: one digit floor(10 x value) per
-    cell ('#' above 1, blank for 0), top row first (lines without the leading '#')."""
+    cell ('#' above 1, '!' above 1.1, blank for 0), top row first (lines without the leading '#')."""
     rows, cols = values.shape
     rule = "    " + "-" * (2 * cols + 1)
     out = [f" {title}", "    |" + "".join(f"{c // 10 % 10}|" for c in range(cols)),
            "    |" + "".join(f"{c % 10}|" for c in range(cols)), rule]
     for r in range(rows - 1, -1, -1):
-        cells = ["#" if v > 1.0 else (" " if int(v * 10) == 0 else str(int(v * 10))) for v in values[r]]
+        cells = ["!" if v > 1.1 else "#" if v > 1.0 else (" " if int(v * 10) == 0 else str(int(v * 10)))
+                 for v in values[r]]
         out.append(f"{r:4d}|" + "|".join(cells) + "|")
     return out + [rule, " "]
 

@@ -92,7 +92,7 @@ class ChipProblem:
             if rows is not None:
                 header.rows = rows
         else:
-            header = default_header(netlist, columns=columns or 10, rows=rows or 10)
+            header = default_header(netlist, columns=columns, rows=rows)  # gridding fills in the grid
         return cls(netlist, header, **kw)
 
     # --- protocol -------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def render_placement(path: str | os.PathLike[str], netlist: Netlist, header: Plc
     if congestion is not None:
         cmap = congestion_map(netlist, header, congestion, x, y, orient) if isinstance(congestion, str) \
             else np.asarray(congestion)
-        if cmap.shape != (header.rows, header.columns):
+        grids = {(header.rows, header.columns), (header.congestion_rows, header.congestion_columns)}
+        if cmap.shape not in grids:  # the placement grid, or a separate congestion grid
             raise ValueError(f"congestion: map shape {cmap.shape} does not match the grid "
                              f"({header.rows}, {header.columns})")
     fig, ax = plt.subplots(figsize=(8, 8 * H / W + 0.6) if W >= H else (8 * W / H + 1.5, 8))

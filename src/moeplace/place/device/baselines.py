@@ -1,5 +1,6 @@
-"""Placement heuristics: single device, round-robin, the expert layer-wise split, METIS, HEFT, and
-Baechi's memory-aware m-ETF and m-TOPO. Each returns a group placement `[G]` in well under 5 s.
+"""Placement heuristics: single device, round-robin, the human expert (expert.py), the layer-wise
+split, METIS, HEFT, and Baechi's memory-aware m-ETF and m-TOPO. Each returns a group placement
+`[G]` in well under 5 s.
 
 HEFT, m-ETF and m-TOPO schedule ops (the graph is a DAG); an op whose group already has a device
 goes there (co-location). Their op cost is forward + backward time on each device; communication is
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from moeplace.place.device.expert import contiguous_split, expert, group_work
 from moeplace.place.device.problem import DevicePlacementProblem
 
 
@@ -32,41 +34,13 @@ def round_robin(problem: DevicePlacementProblem) -> np.ndarray:
 
 
 def _group_work(problem: DevicePlacementProblem) -> np.ndarray:
-    g = problem.graph
-    return np.bincount(g.group, weights=g.fwd_flops + g.bwd_flops, minlength=g.num_groups)
+    return group_work(problem)
 
 
-def expert(problem: DevicePlacementProblem) -> np.ndarray:
-    """Human-expert split: layers in order, cut into contiguous runs, one per accelerator, balanced.
-
-    The cut minimises the largest (run FLOPs / device FLOP/s) by dynamic programming.
-    """
-    g = problem.graph
-    layers: dict[str, int] = {}
-    op_layer = np.array([layers.setdefault(name, len(layers)) for name in g.layer])
-    # a group belongs to the layer of its first op
-    group_layer = op_layer[g.group_first_op()]
-    work = np.bincount(group_layer, weights=_group_work(problem), minlength=len(layers))
-    gpus = gpu_devices(problem)
-    speed = problem.cluster.array("flops")[gpus]
-    L, K = len(work), len(gpus)
-    prefix = np.concatenate([[0.0], np.cumsum(work)])
-    best = np.full((K + 1, L + 1), np.inf)
-    cut = np.zeros((K + 1, L + 1), dtype=np.int64)
-    best[0, 0] = 0.0
-    for k in range(1, K + 1):
-        for j in range(L + 1):
-            for i in range(j + 1):  # device k-1 takes layers i..j-1 (possibly none)
-                v = max(best[k - 1, i], (prefix[j] - prefix[i]) / speed[k - 1])
-                if v < best[k, j]:
-                    best[k, j], cut[k, j] = v, i
-    owner = np.zeros(L, dtype=np.int64)
-    j = L
-    for k in range(K, 0, -1):
-        i = cut[k, j]
-        owner[i:j] = gpus[k - 1]
-        j = i
-    return owner[group_layer]
+def layer_split(problem: DevicePlacementProblem) -> np.ndarray:
+    """Layers in order, cut into balanced contiguous runs, one per accelerator (the `expert` of earlier
+    releases; now one of the layouts `expert` tries). Minimises the largest run FLOPs / device FLOP/s."""
+    return contiguous_split(problem, gpu_devices(problem), memory_aware=False)
 
 
 def metis(problem: DevicePlacementProblem, seed: int = 0) -> np.ndarray:
@@ -245,6 +219,7 @@ HEURISTICS = {
     "single": single_device,
     "round_robin": round_robin,
     "expert": expert,
+    "layer_split": layer_split,
     "metis": metis,
     "heft": heft,
     "m_etf": m_etf,
