@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 ## demo: train the default MoE language model on the built-in Tiny Shakespeare corpus
 demo: $(STAMP)
-	$(VENV)/bin/moeplace lm train
+	$(VENV)/bin/moeplace lm train --overwrite
 
 ## test: lint and run the test suite (what CI runs)
 test: $(STAMP)

@@ -39,14 +39,14 @@ def anchor(corpus, out: Path, seed: int, threads: int) -> dict:
     """Figure 1: nanoGPT's recipe (2,000 iterations), then the real default `moeplace lm train` run, whole."""
     base_cfg = dataclasses.replace(nanogpt_cpu(corpus.vocab_size), seed=seed)
     t0 = time.perf_counter()
-    base = train(base_cfg, corpus, out / "nanogpt", write_files=True)
+    base = train(base_cfg, corpus, out / "nanogpt", write_files=True, overwrite=True)  # a rerun replaces it
     base_wall = time.perf_counter() - t0
     base_eval = evaluate(base["model"], corpus.valid, base_cfg.block_size)
     print(f"nanoGPT recipe: {base['step']} steps in {base['train_seconds']:.1f} s (wall {base_wall:.1f} s "
           f"with eval), val loss {base_eval:.4f}", flush=True)
     # The default exactly as a user runs it: the CLI with no model/training flags, in its own process.
     cmd = [sys.executable, "-m", "moeplace", "lm", "train", "--out", str(out / "default"),
-           "--seed", str(seed), "--threads", str(threads), "--json"]
+           "--seed", str(seed), "--threads", str(threads), "--json", "--overwrite"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - t0
@@ -122,7 +122,7 @@ def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_
     configs = compare_configs(family, experts, corpus.vocab_size, k=2, d_model=d_model, d_expert=d_expert,
                               n_layer=2, block_size=64, moe_kwargs=moe_kwargs)
     rows = run_models(configs, corpus, out / family, batch_size, steps, lr=3e-3,
-                      eval_interval=max(1, steps // 8), eval_tokens=16384, seed=seed)
+                      eval_interval=max(1, steps // 8), eval_tokens=16384, seed=seed, overwrite=True)
     balance = []
     for cfg, r in zip(configs, rows):
         if cfg.num_experts:

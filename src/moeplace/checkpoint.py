@@ -17,7 +17,8 @@ from safetensors import SafetensorError as SafetensorsError
 from safetensors.torch import load_file, save_file
 
 from moeplace.errors import CheckpointError
-from moeplace.utils import atomic_path, atomic_write_text
+from moeplace.numerics import nonfinite_tensor
+from moeplace.utils import atomic_path, atomic_write_text, json_dumps
 
 _META_KEY = "moeplace"
 
@@ -55,20 +56,27 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], allow_nonfinite: bool = False
+                    ) -> Path:
     """Write `state` (nested dicts/lists of tensors and JSON values) to `path` (.safetensors).
 
-    A sidecar `<path>.json` holds the same JSON skeleton for people and scripts to read.
+    A sidecar `<path>.json` holds the same JSON skeleton for people and scripts to read (valid JSON:
+    non-finite numbers as null). A state whose floating-point tensors hold NaN or infinity is refused
+    (CheckpointError; the file already at `path` is left as it was) unless `allow_nonfinite`.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(path.suffix + ".safetensors") if path.suffix else path.with_suffix(
             ".safetensors")
     tensors, skeleton = flatten_state(state)
+    bad = None if allow_nonfinite else nonfinite_tensor(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written: tensor {bad!r} holds NaN or infinity "
+                              "(training diverged?); the previous checkpoint is kept")
     meta_json = json.dumps(skeleton)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: meta_json})
-    atomic_write_text(path.with_suffix(".json"), json.dumps(skeleton, indent=1) + "\n")
+    atomic_write_text(path.with_suffix(".json"), json_dumps(skeleton, indent=1) + "\n")
     return path
 
 
@@ -93,7 +101,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         skeleton = json.loads(meta[_META_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
-    state = unflatten_state(skeleton, tensors)
+    try:
+        state = unflatten_state(skeleton, tensors)
+    except (KeyError, TypeError, ValueError) as e:  # a skeleton that is JSON but not ours
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: checkpoint state is not a mapping")
     return state
@@ -102,6 +113,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model_state(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
                      source: str = "checkpoint") -> None:
     """Load a state dict into a module, turning any mismatch into one clear CheckpointError."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{source}: model weights are not a mapping of tensors")
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]

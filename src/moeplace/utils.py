@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import sys
@@ -82,16 +83,33 @@ def progress(total: int | None = None, desc: str = "", unit: str = "it", disable
 
 def print_json_line(figures: dict[str, Any]) -> None:
     """Print one line of JSON holding a command's or benchmark's figures (always the last line)."""
-    print(json.dumps(figures, sort_keys=True, default=_json_default), flush=True)
+    print(json_dumps(figures, sort_keys=True), flush=True)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+def json_dumps(obj: Any, **kw: Any) -> str:
+    """json.dumps that always gives valid JSON: NaN and infinities become null, numpy values and
+    paths become plain JSON values (every JSON file and line the project writes goes through it)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of `obj` with non-finite floats as None and numpy scalars/arrays and paths as plain values."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
+    if isinstance(obj, np.floating):
+        return json_safe(float(obj))
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return json_safe(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -2,7 +2,7 @@
 
 Each area registers its subcommands from its own module (cli/lm.py, cli/rl.py, cli/place.py);
 heavy imports happen inside the command functions so `--help` stays fast. User errors
-(MoeplaceError) become one line on stderr and exit code 2.
+(MoeplaceError) become one line on stderr and their exit code (2, or 3 when training diverged).
 """
 
 from __future__ import annotations
@@ -49,18 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse, run the chosen command, map user errors to exit code 2."""
+    """Entry point: parse, run the chosen command, map user errors to their exit code (see README).
+
+    Returns the exit code in every case, bad arguments (2) and --help (0) included.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
-        return 2
+    try:
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+            return 2
+    except SystemExit as e:  # argparse: --help, --version (0) or a bad argument (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
         return int(func(args) or 0)
     except MoeplaceError as e:
         print(f"moeplace: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("moeplace: interrupted", file=sys.stderr)
         return 130

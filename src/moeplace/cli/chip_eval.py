@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from moeplace.cli.args import nonneg_int, positive_int
 from moeplace.cli.chip_settings import add_cost_options, add_routing_options
 
 
@@ -20,11 +21,12 @@ def register(actions: argparse._SubParsersAction) -> None:
                            description=__doc__.splitlines()[0])
     p.add_argument("--netlist", required=True, help="Circuit Training netlist (.pb.txt[.gz]) or Bookshelf")
     p.add_argument("--plc", required=True, help="the placement to score (.plc); its header gives the grid")
-    p.add_argument("--columns", type=int, default=None, help="grid columns (default: the .plc header's)")
-    p.add_argument("--rows", type=int, default=None, help="grid rows (default: the .plc header's)")
+    p.add_argument("--columns", type=positive_int, default=None,
+                   help="grid columns (default: the .plc header's)")
+    p.add_argument("--rows", type=positive_int, default=None, help="grid rows (default: the .plc header's)")
     add_routing_options(p)
     add_cost_options(p)
-    p.add_argument("--seed", type=int, default=0, help="random seed (the evaluation uses none)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed (the evaluation uses none)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
 

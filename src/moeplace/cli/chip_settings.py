@@ -13,6 +13,8 @@ import argparse
 import math
 from pathlib import Path
 
+from moeplace.cli.args import finite_float, nonneg_int, positive_float, positive_int
+
 # option, PlcHeader field, what it is (defaults: PlcHeader's, Circuit Training's create_placement_cost)
 ROUTING_OPTIONS = (
     ("--hroutes-per-micron", "hroutes_per_micron", "horizontal routing tracks per micron", 70.33),
@@ -30,8 +32,9 @@ def add_routing_options(parser: argparse.ArgumentParser) -> None:
     """Register the routing options (each defaults to the .plc header, else Circuit Training's value)."""
     group = parser.add_argument_group("routing settings (default: the .plc header, else Circuit Training's)")
     for flag, field, what, default in ROUTING_OPTIONS:
-        group.add_argument(flag, dest=field, type=int if field == "smoothing" else float, default=None,
-                           metavar="N", help=f"{what} (default: .plc header, else {default})")
+        kind = nonneg_int if field == "smoothing" else finite_float  # ranges: routing_from_args
+        group.add_argument(flag, dest=field, type=kind, default=None, metavar="N",
+                           help=f"{what} (default: .plc header, else {default})")
 
 
 def _in_header(header, field: str) -> bool:
@@ -72,7 +75,7 @@ def add_cost_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--congestion-grid", default=None, metavar="MODE",
                    help="grid congestion is computed on: header (the .plc's, default), placement, ct "
                         "(Circuit Training's separate grid from --routes-per-congestion-grid) or CxR")
-    p.add_argument("--routes-per-congestion-grid", type=float, default=1000.0,
+    p.add_argument("--routes-per-congestion-grid", type=positive_float, default=1000.0,
                    help="routes through one congestion cell, for --congestion-grid ct (default 1000)")
     p.add_argument("--weights", default=None, metavar="W",
                    help="cost weights: google = 1,0.5,0.5 (default), ct = 1,1,0.5, or 'w,d,c'")
@@ -106,9 +109,9 @@ def apply_cost_options(args: argparse.Namespace, header):
 
 def add_grid_options(parser: argparse.ArgumentParser) -> None:
     """Register --columns, --rows and --canvas."""
-    parser.add_argument("--columns", type=int, default=None,
+    parser.add_argument("--columns", type=positive_int, default=None,
                         help="grid columns (default: .plc header, else chosen by gridding)")
-    parser.add_argument("--rows", type=int, default=None,
+    parser.add_argument("--rows", type=positive_int, default=None,
                         help="grid rows (default: .plc header, else chosen by gridding)")
     parser.add_argument("--canvas", default=None, metavar="WxH",
                         help="canvas width x height in microns, e.g. 1433.4x1433.4 (default: .plc header, "

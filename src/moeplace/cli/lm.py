@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from moeplace.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
+
 _MODEL_FLAGS = {  # flag dest -> model config field (per family where names differ)
     "block_size": "block_size", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "d_ff",
     "num_experts": "num_experts", "k": "k", "d_expert": "d_expert", "moe_every": "moe_every",
@@ -41,7 +43,8 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
                    help="text file (90/10 split) or folder with train/valid/test files "
                         "(default: Tiny Shakespeare)")
     p.add_argument("--level", choices=["char", "word"], default="char", help="tokenisation level")
-    p.add_argument("--max-vocab", type=int, default=None, help="word level: keep the N most frequent words")
+    p.add_argument("--max-vocab", type=positive_int, default=None,
+                   help="word level: keep the N most frequent words")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where token-id arrays are cached (default: <out>/../.cache/lm-data)")
 
@@ -51,36 +54,38 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=["demo", "nanogpt", "moe-lstm"], default=None,
                    help="starting configuration (default: demo, or moe-lstm with --family lstm)")
     g.add_argument("--family", choices=["transformer", "lstm"], default=None, help="model family")
-    g.add_argument("--block-size", type=int, help="context length")
-    g.add_argument("--n-layer", type=int, help="Transformer blocks")
-    g.add_argument("--n-head", type=int, help="attention heads")
-    g.add_argument("--d-model", type=int, help="model width (n_embd / LSTM units)")
-    g.add_argument("--d-ff", type=int, help="dense FFN hidden units (MoE: k * d_expert at equal compute)")
-    g.add_argument("--num-experts", type=int, help="experts per MoE layer (0 = dense)")
-    g.add_argument("--k", type=int, help="experts per token")
-    g.add_argument("--d-expert", type=int, help="hidden units of one expert (default d_ff / k)")
-    g.add_argument("--moe-every", type=int, help="MoE in every (1) or every other (2) Transformer block")
+    g.add_argument("--block-size", type=positive_int, help="context length")
+    g.add_argument("--n-layer", type=positive_int, help="Transformer blocks")
+    g.add_argument("--n-head", type=positive_int, help="attention heads")
+    g.add_argument("--d-model", type=positive_int, help="model width (n_embd / LSTM units)")
+    g.add_argument("--d-ff", type=positive_int,
+                   help="dense FFN hidden units (MoE: k * d_expert at equal compute)")
+    g.add_argument("--num-experts", type=nonneg_int, help="experts per MoE layer (0 = dense)")
+    g.add_argument("--k", type=positive_int, help="experts per token")
+    g.add_argument("--d-expert", type=positive_int, help="hidden units of one expert (default d_ff / k)")
+    g.add_argument("--moe-every", type=positive_int,
+                   help="MoE in every (1) or every other (2) Transformer block")
     g.add_argument("--router", help="MoE router (noisy_topk = the paper's; a different router than the "
                                     "preset's drops the preset's router options)")
-    g.add_argument("--capacity-factor", type=float, help="MoE capacity factor (default: dropless)")
-    g.add_argument("--dropout", type=float, help="dropout probability")
+    g.add_argument("--capacity-factor", type=positive_float, help="MoE capacity factor (default: dropless)")
+    g.add_argument("--dropout", type=probability, help="dropout probability")
     g.add_argument("--activation", choices=["relu", "gelu", "silu"], help="FFN / expert activation")
     g.add_argument("--pos-emb", choices=["learned", "rope"],
                    help="Transformer positions: learned table or rotary")
     t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, help="sequences per step (global batch)")
-    t.add_argument("--lr", type=float, help="peak learning rate (AdamW)")
-    t.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay")
-    t.add_argument("--warmup", type=float, help="fraction of the run spent in linear warm-up")
-    t.add_argument("--max-steps", type=int, help="step budget")
+    t.add_argument("--batch-size", type=positive_int, help="sequences per step (global batch)")
+    t.add_argument("--lr", type=positive_float, help="peak learning rate (AdamW)")
+    t.add_argument("--min-lr", type=nonneg_float, help="final learning rate of the cosine decay")
+    t.add_argument("--warmup", type=probability, help="fraction of the run spent in linear warm-up")
+    t.add_argument("--max-steps", type=positive_int, help="step budget")
     t.add_argument("--time-budget", type=parse_duration, default=None,
                    help="wall-time budget, e.g. 165s or 3m (0 = none); the LR schedule spans it")
-    t.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    t.add_argument("--grad-clip", type=float, help="gradient-norm clipping (0 = off)")
-    t.add_argument("--eval-interval", type=int, help="steps between evaluations")
-    t.add_argument("--eval-tokens", type=int, help="validation tokens per periodic evaluation")
-    t.add_argument("--seed", type=int, help="random seed (batches, init, routing noise)")
-    t.add_argument("--threads", type=int, default=1,
+    t.add_argument("--weight-decay", type=nonneg_float, help="AdamW weight decay")
+    t.add_argument("--grad-clip", type=nonneg_float, help="gradient-norm clipping (0 = off)")
+    t.add_argument("--eval-interval", type=nonneg_int, help="steps between evaluations")
+    t.add_argument("--eval-tokens", type=positive_int, help="validation tokens per periodic evaluation")
+    t.add_argument("--seed", type=nonneg_int, help="random seed (batches, init, routing noise)")
+    t.add_argument("--threads", type=nonneg_int, default=1,
                    help="torch CPU threads (default 1: fastest for these small models on a shared 2-core "
                         "machine; 0 = torch's default)")
 
@@ -110,7 +115,27 @@ def build_config(args: argparse.Namespace, vocab_size: int):
     kw = {f: getattr(args, f) for f in _TRAIN_FLAGS if getattr(args, f, None) is not None}
     if args.time_budget is not None:
         kw["time_budget"] = args.time_budget or None
-    return dataclasses.replace(cfg, model=type(cfg.model)(**m), **kw)
+    cfg = dataclasses.replace(cfg, model=type(cfg.model)(**m), **kw)
+    check_model_config(cfg.model)
+    return cfg
+
+
+def check_model_config(model_cfg) -> None:
+    """The flags' cross-checks (k <= experts, heads dividing the width, ...), as one-line InputErrors:
+    the model is built once on the meta device (no memory, no time) and its ValueError reported."""
+    import torch
+
+    from moeplace.errors import InputError
+    from moeplace.lm.models import build_model
+
+    experts, k = getattr(model_cfg, "num_experts", 0), getattr(model_cfg, "k", 1)
+    if experts and k > experts:
+        raise InputError(f"--k {k}: must be <= --num-experts {experts} (experts per token out of experts)")
+    try:
+        with torch.device("meta"):
+            build_model(model_cfg)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"model options: {str(e).splitlines()[0]}") from None
 
 
 def _load_corpus(args: argparse.Namespace, out: Path | None):
@@ -149,7 +174,7 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     corpus = _load_corpus(args, out)
     cfg = build_config(args, corpus.vocab_size)
-    res = train(cfg, corpus, out, resume=args.resume)
+    res = train(cfg, corpus, out, resume=args.resume, overwrite=args.overwrite)
     model = res.pop("model")
     # under torchrun describe() sees this rank's experts only; res["params"] counts every rank's
     print(describe(model).replace(f"{model.num_params() / 1e6:.2f}M", f"{res['params'] / 1e6:.2f}M", 1))
@@ -249,9 +274,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_train_args(p)
     p.add_argument("--out", default="runs/lm", help="run folder (checkpoint, metrics.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue exactly from the run folder's checkpoint")
-    p.add_argument("--sample-tokens", type=int, default=300, help="length of the sample printed at the end")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (default: refuse to touch another run's files)")
+    p.add_argument("--sample-tokens", type=nonneg_int, default=300,
+                   help="length of the sample printed at the end")
     p.add_argument("--json", action="store_true", help="also print the final figures as one JSON line")
-    p.add_argument("--dist-timeout", type=float, default=300.0,
+    p.add_argument("--dist-timeout", type=positive_float, default=300.0,
                    help="under torchrun: seconds a rank waits for a dead or hung peer before stopping")
     p.add_argument("--device", default="cpu",
                    help="cpu, or cuda / cuda:N (under torchrun: cuda gives each rank its local GPU, NCCL)")
@@ -261,41 +289,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="run folder or .safetensors checkpoint")
     _add_corpus_args(p)
     p.add_argument("--split", choices=["train", "valid", "test"], default="valid")
-    p.add_argument("--max-tokens", type=int, default=None, help="evaluate on at most this many tokens")
-    p.add_argument("--seed", type=int, default=0, help="random seed (evaluation itself is deterministic)")
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="evaluate on at most this many tokens")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="random seed (evaluation itself is deterministic)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--threads", type=nonneg_int, default=1, help="torch CPU threads (0 = torch's default)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("checkpoint", help="run folder or .safetensors checkpoint")
     p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=300)
+    p.add_argument("--temperature", type=nonneg_float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=positive_int, default=None,
+                   help="sample only among the k likeliest tokens")
+    p.add_argument("--num-samples", type=positive_int, default=1)
+    p.add_argument("--seed", type=nonneg_int, default=1337)
+    p.add_argument("--threads", type=nonneg_int, default=1, help="torch CPU threads (0 = torch's default)")
     p.set_defaults(func=cmd_sample, corpus=None)
 
     p = sub.add_parser("compare", help="dense vs MoE with growing expert counts at equal active compute")
     _add_corpus_args(p)
     p.add_argument("--family", choices=["transformer", "lstm"], default="transformer", help="model family")
     p.add_argument("--experts", default="0,4,16,64", help="comma-separated expert counts (0 = dense)")
-    p.add_argument("--k", type=int, default=2, help="experts per token")
-    p.add_argument("--d-model", type=int, default=64, help="model width")
-    p.add_argument("--d-expert", type=int, default=128,
+    p.add_argument("--k", type=positive_int, default=2, help="experts per token")
+    p.add_argument("--d-model", type=positive_int, default=64, help="model width")
+    p.add_argument("--d-expert", type=positive_int, default=128,
                    help="hidden units per expert; dense d_ff = k * d_expert")
-    p.add_argument("--n-layer", type=int, default=2, help="Transformer blocks (MoE in each)")
-    p.add_argument("--block-size", type=int, default=64, help="context length")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per step")
-    p.add_argument("--steps", type=int, default=1000, help="training steps of every model (equal tokens)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--n-layer", type=positive_int, default=2, help="Transformer blocks (MoE in each)")
+    p.add_argument("--block-size", type=positive_int, default=64, help="context length")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences per step")
+    p.add_argument("--steps", type=positive_int, default=1000,
+                   help="training steps of every model (equal tokens)")
+    p.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate")
     p.add_argument("--router", default="noisy_topk", help="MoE router")
-    p.add_argument("--eval-interval", type=int, default=100, help="steps between validation evaluations")
-    p.add_argument("--eval-tokens", type=int, default=16384, help="validation tokens per periodic evaluation")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--eval-interval", type=nonneg_int, default=100,
+                   help="steps between validation evaluations")
+    p.add_argument("--eval-tokens", type=positive_int, default=16384,
+                   help="validation tokens per periodic evaluation")
+    p.add_argument("--seed", type=nonneg_int, default=1337)
+    p.add_argument("--threads", type=nonneg_int, default=1, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--out", default="runs/lm-compare", help="folder for the table, CSV, plots and runs")
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the runs already in --out (default: refuse to touch them)")
     p.set_defaults(func=cmd_compare)

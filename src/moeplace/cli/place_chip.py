@@ -16,6 +16,7 @@ import importlib
 import os
 from pathlib import Path
 
+from moeplace.cli.args import nonneg_int
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -44,12 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--png", default=None, help="also draw the best placement to this PNG")
     p.add_argument("--congestion-map", action="store_true", help="draw the congestion heat map in the PNG")
     add_grid_options(p)
-    p.add_argument("--fd-iterations", type=int, default=10,
+    p.add_argument("--fd-iterations", type=nonneg_int, default=10,
                    help="force-directed iterations for the soft macros after each RL episode (default 10)")
     p.add_argument("--soft-start", choices=["input", "center"], default="input",
                    help="where force-directed placement starts the soft macros (default: input positions)")
     add_cost_options(p)  # --settings, --congestion-grid, --routes-per-congestion-grid, --weights
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
     p.set_defaults(func=run)

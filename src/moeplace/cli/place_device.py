@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from moeplace.cli.args import nonneg_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Register `place device` and `place device-calibrate`."""
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     p.set_defaults(func=run)
     c = sub.add_parser(
@@ -54,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--model", default="nmt2", help="benchmark name or module:attr (as for place device)")
     c.add_argument("--size", default="small", choices=["full", "small", "tiny"])
-    c.add_argument("--repeats", type=int, default=5)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--repeats", type=positive_int, default=5)
+    c.add_argument("--seed", type=nonneg_int, default=0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_calibrate)
 

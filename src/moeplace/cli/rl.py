@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from moeplace.cli.args import fraction_below_one, nonneg_int, positive_int
 from moeplace.errors import InputError
 
 
@@ -24,16 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--layout", metavar="FILE",
                      help="layout file: '#' wall, 'S' start, 'T' target, '.' free")
     src.add_argument("--size", default=None, help="random grid size: N or NxM (default 10)")
-    g.add_argument("--walls", type=float, default=None, help="random grid wall fraction (default 0.2)")
-    g.add_argument("--min-path", type=int, default=None,
+    g.add_argument("--walls", type=fraction_below_one, default=None,
+                   help="random grid wall fraction (default 0.2)")
+    g.add_argument("--min-path", type=nonneg_int, default=None,
                    help="random grid: resample until the shortest path has at least this many moves "
                    "(default (rows + cols) / 2)")
     g.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
-    g.add_argument("--steps", type=int, default=None,
+    g.add_argument("--steps", type=positive_int, default=None,
                    help="environment steps to train (default 60000 for ppo, 150000 for reinforce)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the layout, network and training")
+    g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the layout, network and training")
     g.add_argument("--out", default="runs/gridworld", help="folder for PNGs and the checkpoint")
     g.add_argument("--json", action="store_true", help="print only one JSON line of results")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (default: refuse to touch its files)")
     g.set_defaults(func=cmd_gridworld)
 
     t = sub.add_parser("train", help="train PPO/REINFORCE on a Gymnasium env with discrete actions",
@@ -41,14 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "a Discrete action space, then evaluate it greedily.")
     t.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1, Acrobot-v1")
     t.add_argument("--algo", choices=["ppo", "reinforce"], default="ppo")
-    t.add_argument("--steps", type=int, default=100_000, help="environment steps (default 100000)")
-    t.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: 8 ppo, 4 reinforce)")
-    t.add_argument("--eval-episodes", type=int, default=20, help="greedy evaluation episodes (default 20)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=positive_int, default=100_000, help="environment steps (default 100000)")
+    t.add_argument("--n-envs", type=positive_int, default=None,
+                   help="parallel envs (default: 8 ppo, 4 reinforce)")
+    t.add_argument("--eval-episodes", type=positive_int, default=20,
+                   help="greedy evaluation episodes (default 20)")
+    t.add_argument("--seed", type=nonneg_int, default=0)
     t.add_argument("--save", metavar="PATH", help="write the checkpoint (PATH.safetensors + .json) "
                    "and the learning curve (PATH.png)")
     t.add_argument("--resume", metavar="CKPT", help="continue training from a checkpoint of --save")
     t.add_argument("--json", action="store_true", help="print only one JSON line of results")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint at --save (default: refuse, unless it is --resume's)")
     t.set_defaults(func=cmd_train)
 
 
@@ -66,9 +74,18 @@ def _parse_size(text: str | None) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _check_steps(steps: int) -> None:
-    if steps < 1:
-        raise InputError(f"--steps: must be positive, got {steps}")
+GRID_FILES = ("policy.safetensors", "policy.json", "gridworld.png", "learning_curve.png")
+
+
+def _claim_save(save: str, resume: str | None, overwrite: bool) -> None:
+    """Refuse to overwrite another run's checkpoint at --save (continuing it with --resume is fine)."""
+    from moeplace.runs import claim_run_dir
+
+    target = Path(save)
+    stem = target.with_suffix("") if target.suffix == ".safetensors" else target
+    same = resume is not None and Path(resume).with_suffix("").resolve() == stem.resolve()
+    names = [stem.name + ext for ext in (".safetensors", ".json", ".png")]
+    claim_run_dir(stem.parent, names, resume=same and not overwrite, overwrite=overwrite, flag="--save")
 
 
 def _train(algo: Any, steps: int) -> bool:
@@ -95,9 +112,11 @@ def cmd_gridworld(args: argparse.Namespace) -> int:
 
     if args.steps is None:
         args.steps = presets.GRID_STEPS[args.algo]
-    _check_steps(args.steps)
     if args.layout and (args.walls is not None or args.min_path is not None):
         raise InputError("--walls/--min-path: only for random layouts, not with --layout")
+    from moeplace.runs import claim_run_dir
+
+    claim_run_dir(args.out, GRID_FILES, overwrite=args.overwrite)
     seed_everything(args.seed)
     torch.set_num_threads(1)
     if args.layout:
@@ -173,14 +192,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from moeplace.rl.plots import plot_learning_curve
     from moeplace.utils import print_json_line, seed_everything
 
-    _check_steps(args.steps)
+    if args.save:
+        _claim_save(args.save, args.resume, args.overwrite)
     seed_everything(args.seed)
     torch.set_num_threads(1)
     eval_env = _make_env(args.env)
     hp, n_envs = presets.defaults_for(args.algo, args.env)
     n_envs = args.n_envs or n_envs
-    if n_envs < 1:
-        raise InputError(f"--n-envs: must be positive, got {n_envs}")
     envs = make_vec_env(lambda: _make_env(args.env), n_envs)
     try:
         policy = MLPPolicy(envs.single_observation_space, envs.single_action_space)

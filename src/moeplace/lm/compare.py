@@ -17,6 +17,7 @@ from moeplace.lm.data import Corpus
 from moeplace.lm.lstm import LSTMConfig
 from moeplace.lm.train import TrainConfig, train
 from moeplace.lm.transformer import TransformerConfig
+from moeplace.runs import read_jsonl
 
 
 def compare_configs(family: str, experts: list[int], vocab_size: int, k: int = 2, d_model: int = 64,
@@ -40,16 +41,17 @@ def compare_configs(family: str, experts: list[int], vocab_size: int, k: int = 2
 
 
 def run_models(configs: list[Any], corpus: Corpus, out_dir: Path, batch_size: int, steps: int, lr: float,
-               eval_interval: int, eval_tokens: int | None, seed: int) -> list[dict[str, Any]]:
+               eval_interval: int, eval_tokens: int | None, seed: int, overwrite: bool = False
+               ) -> list[dict[str, Any]]:
     """Train each config on identical batches; return one row of figures per model plus its val curve."""
     rows = []
     for mcfg in configs:
         name = f"{mcfg.family}-{'dense' if mcfg.num_experts == 0 else f'moe{mcfg.num_experts}'}"
         cfg = TrainConfig(model=mcfg, batch_size=batch_size, lr=lr, min_lr=lr / 10, warmup=0.05,
                           max_steps=steps, eval_interval=eval_interval, eval_tokens=eval_tokens, seed=seed)
-        res = train(cfg, corpus, out_dir / name)
+        res = train(cfg, corpus, out_dir / name, overwrite=overwrite)
         res.pop("model")
-        curve = [(r["step"], r["val_loss"]) for r in _read_jsonl(out_dir / name / "metrics.jsonl")
+        curve = [(r["step"], r["val_loss"]) for r in read_jsonl(out_dir / name / "metrics.jsonl")
                  if "val_loss" in r and not r.get("final")]
         moe = res.get("moe") or []
         rows.append({
@@ -61,12 +63,6 @@ def run_models(configs: list[Any], corpus: Corpus, out_dir: Path, batch_size: in
             "curve": curve,
         })
     return rows
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    import json
-
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -136,13 +132,15 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InputError(f"--experts must be comma-separated integers, not {args.experts!r}") from None
     if not experts or min(experts) < 0:
         raise InputError(f"--experts must list expert counts >= 0, not {args.experts!r}")
+    if any(0 < e < args.k for e in experts):
+        raise InputError(f"--experts {args.experts}: every MoE needs at least --k {args.k} experts")
     out = Path(args.out)
     corpus = load_corpus(args.corpus, args.level, args.cache_dir or out.parent / ".cache" / "lm-data",
                          args.max_vocab)
     configs = compare_configs(args.family, experts, corpus.vocab_size, args.k, args.d_model, args.d_expert,
                               args.n_layer, args.block_size, {"router": args.router})
     rows = run_models(configs, corpus, out, args.batch_size, args.steps, args.lr, args.eval_interval,
-                      args.eval_tokens, args.seed)
+                      args.eval_tokens, args.seed, overwrite=getattr(args, "overwrite", False))
     title = (f"{args.family}, k={args.k}, d_model={args.d_model}, d_expert={args.d_expert}, "
              f"{args.steps} steps x {args.batch_size * args.block_size} tokens")
     paths = write_outputs(rows, out, title)

@@ -12,6 +12,7 @@ process-group timeout instead of waiting forever.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -207,15 +208,14 @@ def local_batch(x: torch.Tensor, y: torch.Tensor, ctx: DistContext) -> tuple[tor
     return local_rows(x, ctx).to(ctx.device), local_rows(y, ctx).to(ctx.device)
 
 
-def reduce_gradients(model: nn.Module, ctx: DistContext, max_norm: float) -> None:
-    """After backward: data-parallel gradient mean (experts: / world), then global-norm clipping."""
+def reduce_gradients(model: nn.Module, ctx: DistContext, max_norm: float) -> torch.Tensor:
+    """After backward: data-parallel gradient mean (experts: / world), then global-norm clipping
+    (max_norm <= 0: none); returns the global gradient norm before clipping (the same on every rank)."""
+    limit = max_norm if max_norm > 0 else math.inf
     if not ctx.distributed:
-        if max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        return
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
     parallel.sync_gradients(model)
-    if max_norm > 0:
-        parallel.clip_grad_norm_(model, max_norm)
+    return parallel.clip_grad_norm_(model, limit)
 
 
 def global_mean(value: torch.Tensor | float, ctx: DistContext) -> float:

@@ -21,14 +21,17 @@ from typing import Any
 import torch
 
 from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from moeplace.errors import CheckpointError, InputError
+from moeplace.errors import CheckpointError, DivergenceError, InputError
 from moeplace.lm import distributed as dist_rt
 from moeplace.lm.data import Corpus, check_context, eval_windows, get_batch
 from moeplace.lm.models import ModelConfig, build_model, config_from_dict, config_to_dict, describe
 from moeplace.moe import aux_loss, moe_stats
-from moeplace.utils import atomic_write_text, progress, seed_everything
+from moeplace.numerics import check_finite, diverges_at
+from moeplace.runs import append_jsonl, claim_run_dir, truncate_jsonl
+from moeplace.utils import progress, seed_everything
 
 CKPT_NAME = "ckpt.safetensors"
+RUN_FILES = (CKPT_NAME, "ckpt.json", "metrics.jsonl", dist_rt.SHARDED_DIR, "tb")  # what marks a run
 
 
 @dataclass
@@ -141,8 +144,7 @@ class MetricsLog:
         """Append a record; numbers also go to TensorBoard under their key."""
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -152,15 +154,6 @@ class MetricsLog:
         """Flush TensorBoard."""
         if self.tb is not None:
             self.tb.close()
-
-
-def _restart_metrics(path: Path, step: int) -> None:
-    """Keep only the metrics records up to `step` (none for a fresh run), so a resumed log has no repeats."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if step and line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, step: int,
@@ -179,6 +172,20 @@ def checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, c
     }
 
 
+def _kept_note(out: Path) -> str:
+    """What a diverged run leaves behind: its last good checkpoint (and its step), or none."""
+    sidecar = (out / CKPT_NAME).with_suffix(".json")
+    if (out / dist_rt.SHARDED_DIR).is_dir():
+        return f"last good checkpoint kept in {out / dist_rt.SHARDED_DIR}"
+    if not (out / CKPT_NAME).is_file():
+        return "no checkpoint was written"
+    try:
+        step = dict(json.loads(sidecar.read_text()).get("__dict__", [])).get("step")
+    except (OSError, ValueError, TypeError, AttributeError):
+        step = None
+    return f"last good checkpoint kept: {out / CKPT_NAME}" + (f" (step {step})" if step is not None else "")
+
+
 def load_for_inference(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Model (eval mode) and checkpoint state from a run folder or checkpoint file."""
     p = Path(path)
@@ -190,8 +197,12 @@ def load_for_inference(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     for key in ("model", "config", "corpus"):
         if key not in state:
             raise CheckpointError(f"{p}: not a language-model checkpoint (no {key!r})")
-    cfg = train_config_from_dict(state["config"], str(p))
-    model = build_model(cfg.model)
+    try:
+        cfg = train_config_from_dict(state["config"], str(p))
+        model = build_model(cfg.model)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{p}: model config does not build a model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     load_model_state(model, state["model"], str(p))
     model.eval()
     return model, state
@@ -199,18 +210,23 @@ def load_for_inference(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
 
 def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = False,
           callback: Callable[[int, dict], None] | None = None, write_files: bool = True,
-          show_progress: bool = True) -> dict[str, Any]:
+          show_progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Train cfg.model on corpus; write metrics.jsonl and ckpt.safetensors in out_dir; return final figures.
 
     Ctrl-C (KeyboardInterrupt, also when raised by `callback`) saves a checkpoint and returns with
-    `interrupted: True`; `resume=True` continues from out_dir's checkpoint exactly.
+    `interrupted: True`; `resume=True` continues from out_dir's checkpoint exactly. A fresh run into
+    a folder holding another run is refused (InputError) unless `overwrite` (which deletes that run).
+    A non-finite loss or gradient stops training with a DivergenceError naming the step; the last
+    good checkpoint stays as it was.
     """
     out = Path(out_dir)
+    ctx = dist_rt.context()  # torchrun: expert-parallel MoE layers, data-parallel rest (lm/distributed.py)
+    if write_files and ctx.is_main:
+        claim_run_dir(out, RUN_FILES, resume=resume, overwrite=overwrite)
     if cfg.model.vocab_size != corpus.vocab_size:
         raise InputError(f"model vocab_size {cfg.model.vocab_size} != corpus vocabulary {corpus.vocab_size}")
     check_context(corpus, cfg.block_size)
     seed_everything(cfg.seed)
-    ctx = dist_rt.context()  # torchrun: expert-parallel MoE layers, data-parallel rest (lm/distributed.py)
     model = build_model(cfg.model).to(ctx.device)  # built on the CPU from the seed, then moved
     model = dist_rt.parallelize(model, ctx)
     optimizer = make_optimizer(model, cfg)
@@ -229,14 +245,14 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
         load_model_state(model, state["model"], str(ckpt))
         try:
             optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{ckpt}: optimizer state does not fit the model ({e})") from None
         torch.set_rng_state(state["rng"]["torch"])
         step, elapsed0 = int(state["step"]), float(state["elapsed"])
     if write_files:
         out.mkdir(parents=True, exist_ok=True)
-        if ctx.is_main:
-            _restart_metrics(out / "metrics.jsonl", step if resume else 0)
+        if ctx.is_main and resume:
+            truncate_jsonl(out / "metrics.jsonl", step)
     log = MetricsLog(out, enabled=write_files and ctx.is_main)
     tokens_per_step = cfg.batch_size * cfg.block_size
     model.train()
@@ -247,7 +263,15 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
             frac = max(frac, secs / cfg.time_budget)
         return frac
 
+    def validate(s: int, lr: float | None, max_tokens: int | None) -> float:
+        """Validation loss after step s; DivergenceError when it is not finite."""
+        with diverges_at(f"step {s}", lr, "--lr"):
+            v = evaluate(model, corpus.valid, cfg.block_size, max_tokens=max_tokens)
+        check_finite(f"step {s}", lr, "--lr", validation_loss=v)
+        return v
+
     def save(s: int, secs: float) -> None:
+        check_finite(f"step {s}", None, "--lr", val_loss=val_loss)  # never checkpoint a diverged model
         if write_files and ctx.distributed:
             dist_rt.save_train_checkpoint(out, checkpoint_state(model, optimizer, cfg, s, secs, corpus),
                                           model, optimizer, ctx)
@@ -259,7 +283,7 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
     t0 = time.perf_counter()
     last_t, last_step = t0, step
     history: list[dict] = []
-    val_loss = float("nan")
+    val_loss: float | None = None  # the last evaluation's (checked before every checkpoint)
     interrupted = False
     loss_f = float("nan")
     train_moe: list[dict] = []
@@ -271,13 +295,17 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
                 group["lr"] = lr
             x, y = get_batch(corpus.train, cfg.batch_size, cfg.block_size, cfg.seed, step)
             x, y = dist_rt.local_batch(x, y, ctx)  # rows [rank::world] under torchrun
-            _, loss = model(x, y)
-            aux = aux_loss(model)
+            at = f"step {step + 1}"
+            with diverges_at(at, cfg.lr, "--lr"):  # NaN activations caught inside the model
+                _, loss = model(x, y)
+                aux = aux_loss(model)
+            check_finite(at, cfg.lr, "--lr", loss=loss, aux_loss=aux)
             if (step + 1) % cfg.log_interval == 0:
                 train_moe = moe_summary(model)  # load statistics of a training batch
             optimizer.zero_grad(set_to_none=True)
             (loss + aux).backward()
-            dist_rt.reduce_gradients(model, ctx, cfg.grad_clip)  # (all-reduce under torchrun) + clip
+            norm = dist_rt.reduce_gradients(model, ctx, cfg.grad_clip)  # (all-reduce under torchrun) + clip
+            check_finite(at, cfg.lr, "--lr", gradient_norm=norm)  # before the step: weights stay finite
             optimizer.step()
             step += 1
             loss_f = dist_rt.global_mean(loss, ctx)  # mean over ranks = the global-batch loss
@@ -293,7 +321,7 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
                 bar.refresh()
             history.append({"step": step, "loss": loss_f})
             if cfg.eval_interval and step % cfg.eval_interval == 0:
-                val_loss = evaluate(model, corpus.valid, cfg.block_size, max_tokens=cfg.eval_tokens)
+                val_loss = validate(step, cfg.lr, cfg.eval_tokens)
                 log.write({"step": step, "val_loss": val_loss, "moe": moe_summary(model),
                            "elapsed": elapsed0 + time.perf_counter() - t0})
                 save(step, elapsed0 + time.perf_counter() - t0)
@@ -301,16 +329,27 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
                 callback(step, record)
     except KeyboardInterrupt:
         interrupted = True
+    except DivergenceError as e:
+        bar.close()
+        log.close()
+        raise DivergenceError(f"{e}; {_kept_note(out) if write_files else 'nothing written'}") from None
     elapsed = elapsed0 + time.perf_counter() - t0
     bar.n = min(100.0, 100 * progress_frac(step, elapsed))
     bar.close()
-    save(step, elapsed)
     result: dict[str, Any] = {"step": step, "tokens": step * tokens_per_step, "train_seconds": elapsed,
                               "train_loss": loss_f, "interrupted": interrupted,
                               "params": dist_rt.num_params(model, ctx),  # all ranks' experts counted
                               "flops_per_token": model.active_flops_per_token()}
     if not interrupted:
-        val_loss = evaluate(model, corpus.valid, cfg.block_size, max_tokens=None)
+        try:  # evaluated before the checkpoint is written, so a diverged model is never saved
+            val_loss = validate(step, cfg.lr, None)
+        except KeyboardInterrupt:
+            interrupted = result["interrupted"] = True
+        except DivergenceError as e:
+            log.close()
+            raise DivergenceError(f"{e}; {_kept_note(out) if write_files else 'nothing written'}") from None
+    save(step, elapsed)
+    if not interrupted:
         result.update(val_loss=val_loss, val_ppl=math.exp(val_loss), moe=train_moe)
         log.write({"step": step, "val_loss": val_loss, "final": True, "moe": train_moe})
     log.close()

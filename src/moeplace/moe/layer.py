@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from moeplace.errors import NonFiniteError
 from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
 from moeplace.moe.routing import ROUTERS, Router, Routing
@@ -49,7 +50,7 @@ class MoEModule(nn.Module):
             raise ValueError(f"x has no tokens (shape {tuple(x.shape)})")
         # One fast reduction; the full element-wise check only when the sum is not finite (or overflowed).
         if self.check_finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-            raise ValueError("x contains NaN or infinite values")
+            raise NonFiniteError("x contains NaN or infinite values")
 
     def _record(self, routing: Routing, dispatch: Dispatch, importance: Tensor | None = None) -> None:
         routed = dispatch.routed_per_expert.float()

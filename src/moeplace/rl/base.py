@@ -9,6 +9,7 @@ weights, optimizer state, RNG state, hyperparameters and step count; nothing is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from moeplace.errors import CheckpointError
+from moeplace.errors import CheckpointError, NonFiniteError
+from moeplace.numerics import check_finite, clip_and_check, diverged
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.vec import is_single_obs, map_obs, obs_shapes, obs_to_tensor, to_vector_env
 from moeplace.utils import progress
@@ -47,6 +49,20 @@ class _NoBar:
 
     def close(self) -> None:
         pass
+
+
+def divergence_guard(learn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a `learn` method: a NonFiniteError raised inside it (NaN logits met while sampling an
+    action) becomes a DivergenceError naming the update and the learning rate."""
+
+    @functools.wraps(learn)
+    def guarded(self: OnPolicyAlgorithm, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return learn(self, *args, **kwargs)
+        except NonFiniteError as e:
+            raise diverged(self._at(), str(e), self.config.learning_rate) from None
+
+    return guarded
 
 
 class OnPolicyAlgorithm:
@@ -97,6 +113,19 @@ class OnPolicyAlgorithm:
         self._seeded = True
         return obs, info
 
+    def _at(self) -> str:
+        """The update being computed and the env steps so far (for divergence errors)."""
+        return f"update {len(self.history) + 1} (env step {self.num_timesteps})"
+
+    def _backward(self, loss: torch.Tensor, max_grad_norm: float | None) -> None:
+        """zero_grad, backward and gradient clipping; DivergenceError (before any optimizer step) when
+        the loss or the gradient norm is NaN or infinite."""
+        lr = self.config.learning_rate
+        check_finite(self._at(), lr, loss=loss)
+        self.optimizer.zero_grad()
+        loss.backward()
+        clip_and_check(self.policy.parameters(), max_grad_norm, self._at(), lr)
+
     def _log_episode(self, ret: float, length: int) -> None:
         self.episodes.append((self.num_timesteps, float(ret), int(length)))
 
@@ -124,7 +153,8 @@ class OnPolicyAlgorithm:
         return int(actions[0]) if single else actions.numpy()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write policy, optimizer, RNG, hyperparameters and progress to `path` (.safetensors + .json)."""
+        """Write policy, optimizer, RNG, hyperparameters and progress to `path` (.safetensors + .json);
+        CheckpointError (nothing written) if the policy or optimizer holds NaN or infinity."""
         state = {
             "algo": type(self).__name__,
             "config": dataclasses.asdict(self.config),
@@ -144,20 +174,22 @@ class OnPolicyAlgorithm:
         state = load_checkpoint(path)
         if state.get("algo") != cls.__name__:
             raise CheckpointError(f"{path}: checkpoint of {state.get('algo')!r}, not {cls.__name__}")
-        names = {f.name for f in dataclasses.fields(cls.config_cls)}
-        config = {k: v for k, v in state["config"].items() if k in names}
-        algo = cls(policy, env, **config)
-        load_model_state(policy, state["policy"], source=str(path))
-        try:
+        try:  # a checkpoint that is well-formed but not ours is a CheckpointError, not a traceback
+            names = {f.name for f in dataclasses.fields(cls.config_cls)}
+            config = {k: v for k, v in state["config"].items() if k in names}
+            algo = cls(policy, env, **config)
+            load_model_state(policy, state["policy"], source=str(path))
             algo.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
-        algo.generator.set_state(state["generator"])
-        algo.num_timesteps = int(state["num_timesteps"])
-        algo._seeded = algo.num_timesteps > 0
-        if algo.obs_shapes is None:
-            algo.obs_shapes = state.get("obs_shapes")
-        algo._load_extra_state(state.get("extra") or {})
+            algo.generator.set_state(state["generator"])
+            algo.num_timesteps = int(state["num_timesteps"])
+            algo._seeded = algo.num_timesteps > 0
+            if algo.obs_shapes is None:
+                algo.obs_shapes = state.get("obs_shapes")
+            algo._load_extra_state(state.get("extra") or {})
+        except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+            why = str(e).splitlines()[0] if str(e) else ""
+            raise CheckpointError(f"{path}: checkpoint does not fit {cls.__name__} "
+                                  f"({type(e).__name__}: {why})") from None
         return algo
 
     def _extra_state(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from moeplace.errors import NonFiniteError
+
 
 class MaskedCategorical:
     """Categorical distribution from logits `[B, A]` and an optional bool mask `[B, A]` (True = legal)."""
@@ -32,7 +34,10 @@ class MaskedCategorical:
         self.probs = self.logits.exp()
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw one action per row `[B]` (int64); never an illegal one."""
+        """Draw one action per row `[B]` (int64); never an illegal one. NonFiniteError when the logits
+        hold NaN (a diverged policy): no action can be drawn from them."""
+        if not bool(torch.isfinite(self.probs).all()):
+            raise NonFiniteError("the policy's action probabilities are NaN")
         return torch.multinomial(self.probs, 1, generator=generator).squeeze(-1)
 
     @property

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from moeplace.rl.base import Callback, OnPolicyAlgorithm, progress_bar_for
+from moeplace.rl.base import Callback, OnPolicyAlgorithm, divergence_guard, progress_bar_for
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.vec import (
     action_mask,
@@ -77,6 +77,7 @@ class PPO(OnPolicyAlgorithm):
     config_cls = PPOConfig
     config: PPOConfig
 
+    @divergence_guard
     def learn(self, total_timesteps: int, callback: Callback | None = None,
               progress_bar: bool = True) -> PPO:
         """Train for `total_timesteps` environment steps (rounded down to whole rollouts, at least one)."""
@@ -202,9 +203,7 @@ class PPO(OnPolicyAlgorithm):
 
                     entropy_loss = entropy.mean()
                     loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
-                    self.optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                    self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
                     self.optimizer.step()
                 if cfg.target_kl is not None and approx_kl > cfg.target_kl:
                     break

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from moeplace.rl.base import Callback, OnPolicyAlgorithm, progress_bar_for
+from moeplace.rl.base import Callback, OnPolicyAlgorithm, divergence_guard, progress_bar_for
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.vec import action_mask, autoreset_mode, index_obs, map_obs, obs_to_tensor, stack_obs
 
@@ -130,6 +130,7 @@ class REINFORCE(OnPolicyAlgorithm):
         b_mask = torch.stack(mask_buf).flatten(0, 1) if mask_buf[0] is not None else None
         return b_obs, b_act, b_mask, episodes, returns
 
+    @divergence_guard
     def learn(self, total_timesteps: int, callback: Callback | None = None,
               progress_bar: bool = True) -> REINFORCE:
         """Train for `total_timesteps` environment steps (the last, incomplete batch is dropped)."""
@@ -166,10 +167,7 @@ class REINFORCE(OnPolicyAlgorithm):
             entropy = dist.entropy().mean()
             pg_loss = -(adv * logp).sum() / len(episodes)
             loss = pg_loss - cfg.ent_coef * entropy
-            self.optimizer.zero_grad()
-            loss.backward()
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
             self.optimizer.step()
             self.baseline = cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * float(r.mean())
 
@@ -308,6 +306,7 @@ class SequenceREINFORCE(OnPolicyAlgorithm):
             return cfg.ent_coef
         return cfg.ent_coef * (cfg.ent_coef_end / cfg.ent_coef) ** min(frac, 1.0)
 
+    @divergence_guard
     def step(self, ctx: Any, cost_fn: Callable[[np.ndarray], float], frac: float = 0.0,
              elite: EliteBuffer | None = None,
              improve: Callable[[np.ndarray, float], tuple[np.ndarray, float]] | None = None) -> SequenceBatch:
@@ -339,10 +338,7 @@ class SequenceREINFORCE(OnPolicyAlgorithm):
             loss = -surrogate.mean() - coef * ent.mean()
             if sil is not None:
                 loss = loss - cfg.sil_coef * (sil[1] * policy.score(ctx, sil[0])[0]).sum() / cfg.batch
-            self.optimizer.zero_grad()
-            loss.backward()
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
             self.optimizer.step()
         self.num_timesteps += cfg.batch
         self.history.append({"global_step": float(self.num_timesteps), "batch_cost": float(costs.mean()),

@@ -29,8 +29,8 @@ def _lines(path: Path):
     """(line number, fields) of the meaningful lines of a Bookshelf file (no header, comments, blanks)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (OSError, ValueError) as e:  # ValueError: a name with a NUL byte
+        raise InputError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     for lineno, raw in enumerate(text.splitlines(), start=1):
         s = raw.split("#", 1)[0].strip()
         if not s or s.startswith("UCLA"):
@@ -39,11 +39,14 @@ def _lines(path: Path):
 
 
 def _float(text: str, path: Path, lineno: int, what: str) -> float:
-    """A number from a Bookshelf field, or InputError naming file and line."""
+    """A finite number from a Bookshelf field, or InputError naming file and line."""
     try:
-        return float(text)
+        v = float(text)
     except ValueError:
         raise InputError(f"{path}:{lineno}: {what} is not a number: {text!r}") from None
+    if not np.isfinite(v):
+        raise InputError(f"{path}:{lineno}: {what} is not finite: {text!r}")
+    return v
 
 
 def _read_aux(aux: Path) -> dict[str, Path]:
@@ -91,7 +94,7 @@ def _read_scl(path: Path) -> tuple[float, float, float, float, float]:
         elif key == "Sitespacing":
             spacing = _float(val.strip(), path, lineno, "Sitespacing")
         elif key == "SubrowOrigin":
-            parts = val.split()
+            parts = val.split() or [""]
             origin = _float(parts[0], path, lineno, "SubrowOrigin")
             if len(parts) >= 3 and parts[1] == "Numsites":
                 sites = _float(parts[-1].lstrip(":"), path, lineno, "Numsites")

@@ -119,6 +119,8 @@ def _parse_header_line(header: PlcHeader, body: str, path: Path, lineno: int) ->
         m = rx.match(body)
         if m:
             va, vb = float(m.group(1)), float(m.group(2))
+            if not (np.isfinite(va) and np.isfinite(vb)):
+                raise InputError(f"{path}:{lineno}: {a} and {b} must be finite numbers")
             if a in ("columns", "congestion_columns"):
                 if va != int(va) or vb != int(vb) or va < 1 or vb < 1:
                     raise InputError(f"{path}:{lineno}: grid columns and rows must be positive integers")

@@ -27,16 +27,30 @@ def default_device_map(names: list[str]) -> dict[str, str]:
     return out
 
 
+def device_available(device: str | torch.device) -> bool:
+    """Whether this machine has `device` (cpu always; cuda:k when CUDA is built and has k+1 GPUs; meta)."""
+    d = torch.device(device)
+    if d.type in ("cpu", "meta"):
+        return True
+    if d.type == "cuda":
+        return torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
+    backend = getattr(torch.backends, d.type, None)
+    return bool(backend is not None and getattr(backend, "is_available", lambda: False)())
+
+
 def apply_placement(
     module: nn.Module,
     example_inputs: tuple,
     op_device: dict[str, str],
     device_map: dict[str, str] | None = None,
+    fallback: str | None = None,
 ) -> fx.GraphModule:
     """A copy of `module` as a GraphModule placed per `op_device` (op name -> cluster device name).
 
     `device_map` turns cluster device names into torch devices (default: `default_device_map`).
-    Ops missing from `op_device` stay with their first input (or the first device).
+    A device this machine lacks is an InputError naming it, unless `fallback` (e.g. "cpu") is given:
+    then every unavailable device maps to `fallback`. Ops missing from `op_device` stay with their
+    first input (or the first device).
     """
     module = copy.deepcopy(module)
     gm, rec = trace_with_shapes(module, example_inputs)
@@ -44,10 +58,23 @@ def apply_placement(
     unknown = sorted(set(op_device) - {n.name for n in nodes})
     if unknown:
         raise InputError(f"placement names unknown op '{unknown[0]}' ({len(unknown)} unknown)")
-    dmap = device_map or default_device_map(sorted(set(op_device.values())))
+    dmap = dict(device_map or default_device_map(sorted(set(op_device.values()))))
     missing = sorted(set(op_device.values()) - set(dmap))
     if missing:
         raise InputError(f"placement names device '{missing[0]}' that the device map lacks")
+    if fallback is not None and not device_available(fallback):
+        raise InputError(f"fallback device {fallback!r}: not available on this machine")
+    for name, target in sorted(dmap.items()):
+        try:
+            ok = device_available(target)
+        except RuntimeError as e:  # not a device string torch knows
+            raise InputError(f"device map: {name} -> {target!r}: {str(e).splitlines()[0]}") from None
+        if not ok:
+            if fallback is None:
+                raise InputError(
+                    f"placement device '{name}' maps to {target}, which this machine lacks "
+                    f"({_why_missing(target)}); pass device_map (e.g. {{'{name}': 'cpu'}}) or fallback='cpu'")
+            dmap[name] = fallback
     first = next(iter(op_device.values()), "cpu")
     dmap.setdefault(first, "cpu")
     place: dict[fx.Node, str] = {}  # cluster device name per node (transfers cross these boundaries)
@@ -101,3 +128,13 @@ def apply_placement(
     gm.recompile()
     gm.transfers = sum(1 for k, v in moved.items() if k[0].op != "placeholder")  # type: ignore[attr-defined]
     return gm
+
+
+def _why_missing(device: str) -> str:
+    """A short reason why a device is not available here."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        return f"it has {torch.cuda.device_count()} GPU(s)"
+    return f"no {d.type} backend"

@@ -18,6 +18,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import fx, nn
 
+from moeplace.errors import InputError
 from moeplace.place.device.cluster import load_cluster
 from moeplace.place.device.simulator import Simulator
 from moeplace.place.device.trace import _ScopeTracer, trace_graph
@@ -52,6 +53,32 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t
 
 
+def scalar_loss(output: Any) -> torch.Tensor:
+    """The model's output as one scalar to differentiate: a scalar loss as it is, otherwise the sum of
+    every floating-point tensor in it (tensors, tuples, lists, dicts), so that, as the simulator
+    assumes, the backward pass runs through every op that produced an output."""
+    if isinstance(output, torch.Tensor) and output.dim() == 0 and output.requires_grad:
+        return output
+    parts: list[torch.Tensor] = []
+
+    def walk(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            if o.is_floating_point() and o.requires_grad:
+                parts.append(o.float().sum())
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(output)
+    if not parts:
+        raise InputError("--model: its output holds no floating-point tensor that depends on the "
+                         "parameters, so there is no backward pass to measure")
+    return torch.stack(parts).sum()
+
+
 def calibrate(module: nn.Module, inputs: tuple, repeats: int = 5) -> dict[str, Any]:
     """Measure `module` on this CPU and compare with the simulator's single-device prediction."""
     graph = trace_graph(module, inputs)
@@ -74,7 +101,7 @@ def calibrate(module: nn.Module, inputs: tuple, repeats: int = 5) -> dict[str, A
     for _ in range(repeats + 1):
         module.zero_grad(set_to_none=True)
         t = time.perf_counter()
-        loss = module(*inputs)
+        loss = scalar_loss(module(*inputs))
         loss.backward()
         steps.append(time.perf_counter() - t)
         interp = _TimingInterpreter(gm)

@@ -16,6 +16,7 @@ Units: FLOP/s, bytes, bytes/s, seconds. Every pair of devices needs a link.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,15 +86,23 @@ class Cluster:
         return {"name": self.name, "devices": [vars(d) for d in self.devices], "links": links}
 
 
-def _field(entry: dict[str, Any], key: str, where: str, kind: type = float) -> Any:
-    if not isinstance(entry, dict) or key not in entry:
+def _field(entry: dict[str, Any], key: str, where: str, kind: type = float, default: Any = None) -> Any:
+    """A field of a device or link entry, of `kind`: numbers must be finite and positive, or >= 0 for
+    optional fields (those with a `default`: overheads, latencies). InputError naming it otherwise."""
+    if not isinstance(entry, dict) or (key not in entry and default is None):
         raise InputError(f"{where}: missing field '{key}'")
+    raw = entry.get(key, default)
+    if kind is float and (isinstance(raw, bool) or not isinstance(raw, (int, float, str))):
+        raise InputError(f"{where}: field '{key}' must be a number, got {raw!r}")
     try:
-        value = kind(entry[key])
+        value = kind(raw)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: field '{key}' must be a {kind.__name__}, got {entry[key]!r}") from None
-    if kind is float and not value > 0:
-        raise InputError(f"{where}: field '{key}' must be positive, got {entry[key]!r}")
+        raise InputError(f"{where}: field '{key}' must be a {kind.__name__}, got {raw!r}") from None
+    if kind is float:
+        ok = math.isfinite(value) and (value >= 0 if default is not None else value > 0)
+        if not ok:
+            need = "a finite number >= 0" if default is not None else "a positive finite number"
+            raise InputError(f"{where}: field '{key}' must be {need}, got {raw!r}")
     return value
 
 
@@ -108,7 +117,7 @@ def cluster_from_dict(spec: dict[str, Any], source: str = "cluster") -> Cluster:
     for k, e in enumerate(devs):
         where = f"{source}: devices[{k}]"
         name = _field(e, "name", where, str)
-        overhead = float(e.get("op_overhead", 0.0))
+        overhead = _field(e, "op_overhead", where, default=0.0)
         devices.append(
             Device(
                 name=name,
@@ -132,13 +141,14 @@ def cluster_from_dict(spec: dict[str, Any], source: str = "cluster") -> Cluster:
         between = e.get("between") if isinstance(e, dict) else None
         if between is None:
             raise InputError(f"{where}: missing field 'between' (a pair of device names, or 'all')")
-        b, l_ = _field(e, "bandwidth", where), float(e.get("latency", -1))
-        if "latency" not in e or l_ < 0:
+        if "latency" not in e:
             raise InputError(f"{where}: missing field 'latency' (seconds, >= 0)")
+        b, l_ = _field(e, "bandwidth", where), _field(e, "latency", where, default=0.0)
         if between == "all":
             bw[:], lat[:] = b, l_
         else:
-            if not isinstance(between, list) or len(between) != 2:
+            if not isinstance(between, list) or len(between) != 2 or not all(
+                    isinstance(x, str) for x in between):
                 raise InputError(f"{where}: 'between' must be two device names or 'all'")
             i, j = (names.index(x) if x in names else -1 for x in between)
             if i < 0 or j < 0:
@@ -209,9 +219,9 @@ def load_cluster(spec: str | os.PathLike[str] | dict[str, Any]) -> Cluster:
     path = Path(key)
     if not path.exists():
         raise InputError(f"--cluster {key}: neither a preset ({', '.join(PRESETS)}) nor an existing file")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         raise InputError(f"{path}: cannot parse cluster file ({str(e).splitlines()[0]})") from e
     return cluster_from_dict(data, source=str(path))

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from moeplace.errors import NonFiniteError
+from moeplace.numerics import check_finite, clip_and_check
+
 
 class Seq2SeqPlacer(nn.Module):
     """LSTM encoder over group embeddings; attentional LSTM decoder emitting one device per group.
@@ -69,6 +72,8 @@ class Seq2SeqPlacer(nn.Module):
             h = torch.sigmoid(o) * torch.tanh(c)
             attn = torch.softmax(self.query(h) @ keys, dim=-1)
             logits = torch.log_softmax(h @ w_out.T + attn @ ctx_logits, dim=-1)
+            if not bool(torch.isfinite(logits[:, 0]).all()):  # a NaN row is NaN throughout
+                raise NonFiniteError("the placer's device probabilities are NaN")
             if greedy:
                 prev = logits.argmax(dim=1)
             else:
@@ -102,7 +107,11 @@ def imitate(policy: Seq2SeqPlacer, opt: torch.optim.Optimizer, feats: Tensor, in
         logp, _ = policy.score(feats, target)
         if float(logp.detach()) >= math.log(target_prob):
             return step
+        loss = -logp.mean() / target.shape[1]
+        lr = opt.param_groups[0]["lr"]
+        check_finite(f"imitation step {step + 1}", lr, loss=loss)
         opt.zero_grad()
-        (-logp.mean() / target.shape[1]).backward()
+        loss.backward()
+        clip_and_check(policy.parameters(), None, f"imitation step {step + 1}", lr)
         opt.step()
     return steps
