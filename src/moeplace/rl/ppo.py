@@ -63,6 +63,9 @@ class PPOConfig:
     """Global gradient-norm clip."""
     target_kl: float | None = None
     """Stop the epochs of an update early once approx KL exceeds this (None: never)."""
+    max_samples: int | None = None
+    """Train each update on at most this many real transitions, drawn at random after GAE (None: all);
+    bounds update time when rollouts are long and their steps strongly correlated (chip episodes)."""
     seed: int = 0
     """Seed of the env resets, action sampling and minibatch shuffling."""
 
@@ -152,6 +155,10 @@ class PPO(OnPolicyAlgorithm):
 
         # 3. Flatten the batch, keep the real transitions.
         b_obs, b_mask, keep = flatten_rollout(rollout)
+        if cfg.max_samples is not None and len(keep) > cfg.max_samples:
+            pick = torch.randperm(len(keep), generator=self.generator)[:cfg.max_samples].sort().values
+            b_obs, keep = index_obs(b_obs, pick), keep[pick]
+            b_mask = b_mask[pick] if b_mask is not None else None
         b_actions, b_logprobs = rollout.actions.flatten()[keep], rollout.logprobs.flatten()[keep]
         b_adv, b_returns = advantages.flatten()[keep], returns.flatten()[keep]
         b_values = values.flatten()[keep]

@@ -20,7 +20,7 @@ from moeplace.place.chip.problem import ChipProblem
 
 COLLECTORS = ("local", "process", "ray")
 PPO_DEFAULTS = dict(n_minibatches=4, n_epochs=2, gamma=1.0, gae_lambda=0.95, learning_rate=3e-4,
-                    anneal_lr=False, ent_coef=0.01)
+                    anneal_lr=False, ent_coef=0.01, max_samples=512)
 
 
 def make_env(problem: ChipProblem, n_envs: int, design: int = 0):
