@@ -107,3 +107,16 @@ def test_rollout_cat_puts_envs_side_by_side() -> None:
     assert torch.equal(c.actions[:, 2:], b.actions) and torch.equal(c.next_value[:2], a.next_value)
     with pytest.raises(ValueError, match="same n_steps"):
         Rollout.cat([a, LocalCollector(chain_envs, chain_policy, seed=0).collect(w, 4)])
+
+
+def test_max_samples_trains_each_update_on_that_many_transitions() -> None:
+    envs = bandit_envs()
+    torch.manual_seed(0)
+    policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, hidden=(8,))
+    sizes: list[int] = []
+    policy.register_forward_hook(lambda _m, args, _out: sizes.append(len(args[0])) if torch.is_grad_enabled()
+                                 else None)
+    algo = PPO(policy, envs, n_steps=8, n_minibatches=2, n_epochs=3, max_samples=10)
+    algo.learn(32, progress_bar=False)
+    assert algo.num_timesteps == 32  # 4 envs x 8 steps collected ...
+    assert sizes == [5, 5] * 3  # ... of which 10 trained on, in 2 minibatches, 3 epochs
