@@ -115,3 +115,20 @@ def test_seeded_chip_rl_repeats_exactly() -> None:
     assert [h[2] for h in a.history] == [h[2] for h in b.history]
     assert a.evaluations == b.evaluations == 16
     assert toy().is_legal(a.placement)
+
+
+def test_policy_cache_follows_weight_updates() -> None:
+    torch.manual_seed(0)
+    policy = ChipPolicy(hidden=16, rounds=1, channels=4)
+    policy.add_design(toy())
+    obs = {k: torch.as_tensor(v) for k, v in BatchedChipEnv(toy(), 2).reset()[0].items()}
+    with torch.no_grad():
+        before = policy(obs)[1]
+        assert torch.equal(policy(obs)[1], before)
+    opt = torch.optim.SGD(policy.encoder.parameters(), lr=0.5)  # only the cached part changes
+    policy(obs)[1].sum().backward()
+    opt.step()  # in-place update of the encoder weights
+    with torch.no_grad():
+        cached = policy(obs)[1]
+    assert torch.allclose(cached, policy(obs)[1].detach())  # no stale embeddings after the update
+    assert not torch.allclose(cached, before)

@@ -84,11 +84,21 @@ class ChipPolicy(nn.Module):
         self.out = nn.Conv2d(channels, 1, 1)
         self.value = nn.Sequential(nn.Linear(hidden + channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self._designs: list[Design] = []
+        self._cache: tuple[tuple, torch.Tensor] | None = None
 
     def add_design(self, problem: ChipProblem) -> int:
         """Register a netlist; returns its design id (the env's `design`)."""
         self._designs.append(design_of(problem))
         return len(self._designs) - 1
+
+    def _encode(self, d: int, g: Design) -> torch.Tensor:
+        """Node embeddings of design d; without autograd (rollouts) cached until a weight changes."""
+        if torch.is_grad_enabled():
+            return self.encoder(g.nodes, g.adj)
+        key = (d, tuple(p._version for p in self.encoder.parameters()))  # in-place updates bump _version
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self.encoder(g.nodes, g.adj))
+        return self._cache[1]
 
     def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """obs: BatchedChipEnv observations as tensors, batched [B, ...] (one design per batch)."""
@@ -103,7 +113,7 @@ class ChipPolicy(nn.Module):
         b, n = placement.shape
         current = torch.as_tensor(obs["current_node"]).long().reshape(b)
         placed = placement >= 0
-        h = self.encoder(g.nodes, g.adj)  # [n, H], once for the whole batch
+        h = self._encode(d, g)  # [n, H], once for the whole batch
         progress = placed.float().mean(dim=1, keepdim=True)
         context = torch.cat([h[current], h.mean(dim=0).expand(b, -1), progress], dim=-1)
         q = self.query(context)
