@@ -86,14 +86,17 @@ def _serve(conn: Any, env_fn: EnvFn, policy_fn: PolicyFn, seed: int) -> None:
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", repr(e)))
         return
-    while True:
-        msg = conn.recv()
-        if msg[0] == "close":
-            break
-        try:
-            conn.send(("ok", local.collect(msg[1], msg[2])))
-        except Exception as e:  # noqa: BLE001
-            conn.send(("error", repr(e)))
+    try:
+        while True:
+            msg = conn.recv()
+            if msg[0] == "close":
+                break
+            try:
+                conn.send(("ok", local.collect(msg[1], msg[2])))
+            except Exception as e:  # noqa: BLE001
+                conn.send(("error", repr(e)))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):  # Ctrl-C reaches the whole process group
+        pass
     conn.close()
 
 
