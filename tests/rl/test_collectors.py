@@ -105,6 +105,8 @@ def test_rollout_cat_puts_envs_side_by_side() -> None:
     c = Rollout.cat([a, b])
     assert c.n_envs == 5 and c.obs.shape == (5, 5, 5) and c.steps == a.steps + b.steps
     assert torch.equal(c.actions[:, 2:], b.actions) and torch.equal(c.next_value[:2], a.next_value)
+    a.ends, b.ends = [{"env": 1}], [{"env": 0}, {"cost": 1.0}]
+    assert Rollout.cat([a, b]).ends == [{"env": 1}, {"env": 2}, {"cost": 1.0}]  # env = column
     with pytest.raises(ValueError, match="same n_steps"):
         Rollout.cat([a, LocalCollector(chain_envs, chain_policy, seed=0).collect(w, 4)])
 

@@ -77,13 +77,16 @@ class Rollout:
                 out[f.name] = None if items[0] is None else torch.cat(items, 1)
             elif f.name == "next_value":
                 out[f.name] = torch.cat(items, 0)
-            elif f.name in ("episodes", "ends"):
+            elif f.name == "episodes":
                 out[f.name] = [e for it in items for e in it]
+            elif f.name == "ends":  # an entry's "env" becomes its column in the joined rollout
+                offsets = np.cumsum([0] + [p.n_envs for p in parts[:-1]])
+                out[f.name] = [dict(e, env=e["env"] + int(off)) if "env" in e else e
+                               for off, it in zip(offsets, items) for e in it]
             elif f.name == "same_step":
                 out[f.name] = items[0]
             else:
                 out[f.name] = torch.cat(items, 1)
-        # the episode log's step index stays per time step; ends keep their own env numbers
         return Rollout(**out)
 
 
