@@ -132,3 +132,22 @@ def test_policy_cache_follows_weight_updates() -> None:
         cached = policy(obs)[1]
     assert torch.allclose(cached, policy(obs)[1].detach())  # no stale embeddings after the update
     assert not torch.allclose(cached, before)
+
+
+def test_chip_policy_checkpoint_round_trips_onto_another_design(tmp_path, ariane) -> None:
+    from moeplace.place.chip.agent import make_policy
+    from moeplace.rl import PPO
+
+    torch.manual_seed(0)
+    algo = PPO(make_policy(toy(), hidden=16, rounds=1, channels=4), None)
+    algo.save(tmp_path / "chip")  # safetensors + JSON: weights only, no netlist inside
+    fresh = ChipPolicy(hidden=16, rounds=1, channels=4)
+    fresh.add_design(ariane)  # a netlist of another size, registered after the fact
+    PPO.load(tmp_path / "chip.safetensors", fresh)
+    trained = algo.policy
+    trained.add_design(ariane)  # design 1 of the trained policy, design 0 of the loaded one
+    obs = {k: torch.as_tensor(v) for k, v in BatchedChipEnv(ariane, 2, design=0).reset()[0].items()}
+    with torch.no_grad():
+        want = trained(dict(obs, design=torch.ones_like(obs["design"])))
+        got = fresh(obs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
