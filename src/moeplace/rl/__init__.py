@@ -7,15 +7,18 @@
 """
 
 from moeplace.rl.base import OnPolicyAlgorithm
+from moeplace.rl.collectors import Collector, LocalCollector, ProcessCollector, RayCollector
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.evaluation import evaluate
 from moeplace.rl.policies import MLPPolicy, flatten_obs
 from moeplace.rl.ppo import PPO, PPOConfig
 from moeplace.rl.reinforce import REINFORCE, REINFORCEConfig
+from moeplace.rl.rollout import Rollout, RolloutWorker
 from moeplace.rl.vec import action_mask, make_vec_env, obs_to_tensor, to_vector_env
 
 __all__ = [
-    "MLPPolicy", "MaskedCategorical", "OnPolicyAlgorithm", "PPO", "PPOConfig", "REINFORCE",
-    "REINFORCEConfig", "action_mask", "evaluate", "flatten_obs", "make_vec_env", "obs_to_tensor",
+    "Collector", "LocalCollector", "MLPPolicy", "MaskedCategorical", "OnPolicyAlgorithm", "PPO",
+    "PPOConfig", "ProcessCollector", "REINFORCE", "REINFORCEConfig", "RayCollector", "Rollout",
+    "RolloutWorker", "action_mask", "evaluate", "flatten_obs", "make_vec_env", "obs_to_tensor",
     "to_vector_env",
 ]
