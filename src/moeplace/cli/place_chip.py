@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 from pathlib import Path
 
-from moeplace.cli.args import nonneg_int
+from moeplace.cli.args import nonneg_int, positive_int
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -50,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--soft-start", choices=["input", "center"], default="input",
                    help="where force-directed placement starts the soft macros (default: input positions)")
     add_cost_options(p)  # --settings, --congestion-grid, --routes-per-congestion-grid, --weights
+    p.add_argument("--rl-envs", type=positive_int, default=16,
+                   help="RL: episodes stepped together per collector worker (default 16)")
+    p.add_argument("--collector", choices=["local", "process", "ray"], default="local",
+                   help="RL: where rollouts run: this process, 2 worker processes, or 2 Ray actors "
+                        "(needs moeplace[ray]) (default local)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
@@ -134,6 +140,7 @@ def _row(name: str, terms: dict[str, float], evaluations: int, wall_s: float,
 
 def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s: float):
     """Build the problem for one method and search; returns (ChipSearchResult, problem)."""
+    from moeplace.errors import InputError
     from moeplace.place.chip.problem import ChipProblem
 
     if method == "sa":
@@ -145,4 +152,9 @@ def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s
 
     problem = ChipProblem(netlist, header, soft="fd", fd_iterations=args.fd_iterations,
                           soft_start=args.soft_start)
-    return train_chip_rl(problem, budget_s=budget_s, seed=args.seed), problem
+    if args.rl_envs < 1:
+        raise InputError("--rl-envs: must be >= 1")
+    if args.collector == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
+    return train_chip_rl(problem, budget_s=budget_s, seed=args.seed, n_envs=args.rl_envs,
+                         collector=args.collector), problem

@@ -8,6 +8,7 @@ sequences), PPO; the grid robot.
 """
 
 from moeplace.rl.base import OnPolicyAlgorithm
+from moeplace.rl.collectors import Collector, LocalCollector, ProcessCollector, RayCollector
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.evaluation import evaluate
 from moeplace.rl.policies import MLPPolicy, flatten_obs
@@ -20,11 +21,13 @@ from moeplace.rl.reinforce import (
     SequenceREINFORCE,
     SequenceREINFORCEConfig,
 )
+from moeplace.rl.rollout import Rollout, RolloutWorker
 from moeplace.rl.vec import action_mask, make_vec_env, obs_to_tensor, to_vector_env
 
 __all__ = [
-    "MLPPolicy", "MaskedCategorical", "OnPolicyAlgorithm", "PPO", "PPOConfig", "REINFORCE",
-    "REINFORCEConfig", "EliteBuffer", "SequencePolicy", "SequenceREINFORCE", "SequenceREINFORCEConfig",
+    "Collector", "LocalCollector", "MLPPolicy", "MaskedCategorical", "OnPolicyAlgorithm", "PPO",
+    "PPOConfig", "ProcessCollector", "REINFORCE", "REINFORCEConfig", "RayCollector", "Rollout",
+    "RolloutWorker", "EliteBuffer", "SequencePolicy", "SequenceREINFORCE", "SequenceREINFORCEConfig",
     "action_mask", "evaluate", "flatten_obs", "make_vec_env", "obs_to_tensor",
     "to_vector_env",
 ]

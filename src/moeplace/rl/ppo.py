@@ -15,22 +15,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 
 from moeplace.rl.base import Callback, OnPolicyAlgorithm, divergence_guard, progress_bar_for
 from moeplace.rl.distributions import MaskedCategorical
-from moeplace.rl.vec import (
-    action_mask,
-    autoreset_mode,
-    final_obs_batch,
-    index_obs,
-    map_obs,
-    obs_to_tensor,
-    stack_obs,
-)
+from moeplace.rl.rollout import Rollout, RolloutWorker, flatten_rollout
+from moeplace.rl.vec import index_obs
+
+if TYPE_CHECKING:
+    from moeplace.rl.collectors import Collector
 
 
 @dataclass
@@ -67,6 +63,9 @@ class PPOConfig:
     """Global gradient-norm clip."""
     target_kl: float | None = None
     """Stop the epochs of an update early once approx KL exceeds this (None: never)."""
+    max_samples: int | None = None
+    """Train each update on at most this many real transitions, drawn at random after GAE (None: all);
+    bounds update time when rollouts are long and their steps strongly correlated (chip episodes)."""
     seed: int = 0
     """Seed of the env resets, action sampling and minibatch shuffling."""
 
@@ -76,22 +75,32 @@ class PPO(OnPolicyAlgorithm):
 
     config_cls = PPOConfig
     config: PPOConfig
+    _worker: RolloutWorker | None = None  # steps self.env (built on the first learn)
+    last_rollout: Rollout | None = None
 
     @divergence_guard
     def learn(self, total_timesteps: int, callback: Callback | None = None,
-              progress_bar: bool = True) -> PPO:
-        """Train for `total_timesteps` environment steps (rounded down to whole rollouts, at least one)."""
-        self._require_env()
-        cfg, env, policy = self.config, self.env, self.policy
-        n_envs, n_steps, n_actions = self.n_envs, cfg.n_steps, self.n_actions
+              progress_bar: bool = True, collector: Collector | None = None) -> PPO:
+        """Train for `total_timesteps` environment steps (rounded down to whole rollouts, at least one).
+
+        Rollouts come from the algorithm's own env, or from `collector` (moeplace.rl.collectors:
+        batched envs in this process, worker processes or Ray actors), which is sent the current
+        policy weights before each rollout. `self.last_rollout` holds the latest one.
+        """
+        cfg = self.config
+        if collector is None:
+            self._require_env()
+            if self._worker is None:
+                first = not getattr(self, "_seeded", False)
+                self._worker = RolloutWorker(self.env, self.policy, self.generator,
+                                             seed=cfg.seed if first else None)
+                self._seeded = True
+            n_envs = self._worker.n_envs
+        else:
+            n_envs = collector.n_envs
+        n_steps = cfg.n_steps
         batch_size = n_envs * n_steps
         num_updates = max(1, total_timesteps // batch_size)
-        same_step = autoreset_mode(env) == AutoresetMode.SAME_STEP
-        if self._obs is None:
-            obs, info = self._reset()
-            self._obs, self._mask = obs, action_mask(info, n_envs, n_actions)
-            self._after_done = np.zeros(n_envs, dtype=bool)  # NEXT_STEP: this step only resets
-            self._ep_ret, self._ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
         bar = progress_bar_for(num_updates * batch_size, "ppo", progress_bar)
         start_steps, start_time = self.num_timesteps, time.perf_counter()
 
@@ -101,129 +110,107 @@ class PPO(OnPolicyAlgorithm):
                     group["lr"] = cfg.learning_rate * (1.0 - update / num_updates)
 
             # 1. Rollout.
-            obs_buf, mask_buf = [], []
-            actions = torch.zeros(n_steps, n_envs, dtype=torch.long)
-            logprobs = torch.zeros(n_steps, n_envs)
-            values = torch.zeros(n_steps, n_envs)
-            rewards = torch.zeros(n_steps, n_envs)
-            terminated = torch.zeros(n_steps, n_envs)
-            dones = torch.zeros(n_steps, n_envs)
-            final_values = torch.zeros(n_steps, n_envs)  # V(final obs) where truncated (SAME_STEP)
-            valid = torch.ones(n_steps, n_envs, dtype=torch.bool)
-            for t in range(n_steps):
-                obs_t = obs_to_tensor(self._obs)
-                mask_t = torch.as_tensor(self._mask) if self._mask is not None else None
-                with torch.no_grad():
-                    logits, value = policy(obs_t)
-                    dist = MaskedCategorical(logits, mask_t)
-                    action = dist.sample(self.generator)
-                obs_buf.append(obs_t)
-                mask_buf.append(mask_t)
-                actions[t], logprobs[t], values[t] = action, dist.log_prob(action), value.flatten()
-                valid[t] = torch.as_tensor(~self._after_done)
-
-                obs, reward, term, trunc, info = env.step(action.numpy())
-                done = np.logical_or(term, trunc)
-                real = ~self._after_done
-                rewards[t] = torch.as_tensor(reward, dtype=torch.float32)
-                terminated[t] = torch.as_tensor(term, dtype=torch.float32)
-                dones[t] = torch.as_tensor(done, dtype=torch.float32)
-                if same_step:
-                    boot = np.flatnonzero(trunc & ~term)
-                    if len(boot):
-                        with torch.no_grad():
-                            _, v_final = policy(obs_to_tensor(final_obs_batch(info, boot)))
-                        final_values[t, boot] = v_final.flatten()
-                self.num_timesteps += int(real.sum())
-                self._ep_ret[real] += reward[real]
-                self._ep_len[real] += 1
-                for i in np.flatnonzero(done & real):
-                    self._log_episode(self._ep_ret[i], self._ep_len[i])
-                    self._ep_ret[i], self._ep_len[i] = 0.0, 0
-                self._after_done = done.copy() if not same_step else np.zeros(n_envs, dtype=bool)
-                self._obs, self._mask = obs, action_mask(info, n_envs, n_actions)
+            if collector is None:
+                rollout = self._worker.collect(n_steps)
+            else:
+                weights = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+                rollout = collector.collect(weights, n_steps)
+            self.last_rollout = rollout
+            real_per_step = rollout.valid.sum(dim=1).cumsum(0)
+            for t, ret, length in rollout.episodes:
+                self.episodes.append((self.num_timesteps + int(real_per_step[t]), float(ret), int(length)))
+            self.num_timesteps += rollout.steps
             bar.update(batch_size)
-
-            # 2. GAE(lambda). next_v is V(s_{t+1}); on an episode end the bootstrap is 0 when
-            # terminated and V(final obs) when truncated (NEXT_STEP: s_{t+1} *is* the final obs).
-            with torch.no_grad():
-                _, next_value = policy(obs_to_tensor(self._obs))
-            advantages = torch.zeros(n_steps, n_envs)
-            last_gae = torch.zeros(n_envs)
-            for t in reversed(range(n_steps)):
-                next_v = next_value.flatten() if t == n_steps - 1 else values[t + 1]
-                if same_step:
-                    boot = torch.where(dones[t].bool(), final_values[t] * (1 - terminated[t]), next_v)
-                else:
-                    boot = next_v * (1 - terminated[t])
-                delta = rewards[t] + cfg.gamma * boot - values[t]
-                last_gae = delta + cfg.gamma * cfg.gae_lambda * (1 - dones[t]) * last_gae
-                advantages[t] = last_gae
-            returns = advantages + values
-
-            # 3. Flatten the batch, keep the real transitions.
-            keep = valid.flatten().nonzero().squeeze(-1)
-            b_obs = index_obs(map_obs(stack_obs(obs_buf), lambda x: x.flatten(0, 1)), keep)
-            b_mask = torch.stack(mask_buf).flatten(0, 1)[keep] if mask_buf[0] is not None else None
-            b_actions, b_logprobs = actions.flatten()[keep], logprobs.flatten()[keep]
-            b_adv, b_returns = advantages.flatten()[keep], returns.flatten()[keep]
-            b_values = values.flatten()[keep]
-
-            # 4. Epochs of minibatches over the clipped objective.
-            n = len(keep)
-            minibatch_size = max(1, -(-n // cfg.n_minibatches))
-            clipfracs, approx_kl = [], torch.tensor(0.0)
-            for _epoch in range(cfg.n_epochs):
-                perm = torch.randperm(n, generator=self.generator)
-                for start in range(0, n, minibatch_size):
-                    mb = perm[start:start + minibatch_size]
-                    logits, new_value = policy(index_obs(b_obs, mb))
-                    dist = MaskedCategorical(logits, b_mask[mb] if b_mask is not None else None)
-                    new_logprob, entropy = dist.log_prob(b_actions[mb]), dist.entropy()
-                    log_ratio = new_logprob - b_logprobs[mb]
-                    ratio = log_ratio.exp()
-                    with torch.no_grad():
-                        approx_kl = ((ratio - 1) - log_ratio).mean()  # the k3 estimator
-                        clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
-
-                    mb_adv = b_adv[mb]
-                    if cfg.norm_adv and len(mb) > 1:
-                        mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                    pg_loss = torch.max(-mb_adv * ratio,
-                                        -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-
-                    new_value = new_value.flatten()
-                    if cfg.clip_vloss:
-                        v_delta = (new_value - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                        v_clipped = b_values[mb] + v_delta
-                        v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2,
-                                                 (v_clipped - b_returns[mb]) ** 2).mean()
-                    else:
-                        v_loss = 0.5 * ((new_value - b_returns[mb]) ** 2).mean()
-
-                    entropy_loss = entropy.mean()
-                    loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
-                    self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
-                    self.optimizer.step()
-                if cfg.target_kl is not None and approx_kl > cfg.target_kl:
-                    break
-
-            # 5. Diagnostics.
-            var_y = b_returns.var().item() if n > 1 else 0.0
-            explained_var = float("nan") if var_y == 0 else 1 - (b_returns - b_values).var().item() / var_y
+            stats = self.update(rollout)
             elapsed = time.perf_counter() - start_time
-            stats = {
-                "global_step": float(self.num_timesteps),
-                "mean_return": self.recent_return(),
-                "learning_rate": self.optimizer.param_groups[0]["lr"],
-                "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
-                "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
-                "clipfrac": float(np.mean(clipfracs)), "explained_variance": explained_var,
-                "steps_per_second": (self.num_timesteps - start_steps) / max(elapsed, 1e-9),
-            }
+            stats["steps_per_second"] = (self.num_timesteps - start_steps) / max(elapsed, 1e-9)
             self.history.append(stats)
             bar.set_postfix(ret=f"{stats['mean_return']:.3g}", kl=f"{stats['approx_kl']:.3f}")
             if callback is not None and callback(self, stats) is False:
                 break
         bar.close()
         return self
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One PPO update (GAE, epochs of clipped-objective minibatches) from a rollout; its diagnostics."""
+        cfg, policy = self.config, self.policy
+        n_steps = rollout.actions.shape[0]
+        n_envs = rollout.n_envs
+        same_step = rollout.same_step
+        values, rewards, dones = rollout.values, rollout.rewards, rollout.dones
+        terminated, final_values, next_value = rollout.terminated, rollout.final_values, rollout.next_value
+        # 2. GAE(lambda). next_v is V(s_{t+1}); on an episode end the bootstrap is 0 when
+        # terminated and V(final obs) when truncated (NEXT_STEP: s_{t+1} *is* the final obs).
+        advantages = torch.zeros(n_steps, n_envs)
+        last_gae = torch.zeros(n_envs)
+        for t in reversed(range(n_steps)):
+            next_v = next_value.flatten() if t == n_steps - 1 else values[t + 1]
+            if same_step:
+                boot = torch.where(dones[t].bool(), final_values[t] * (1 - terminated[t]), next_v)
+            else:
+                boot = next_v * (1 - terminated[t])
+            delta = rewards[t] + cfg.gamma * boot - values[t]
+            last_gae = delta + cfg.gamma * cfg.gae_lambda * (1 - dones[t]) * last_gae
+            advantages[t] = last_gae
+        returns = advantages + values
+
+        # 3. Flatten the batch, keep the real transitions.
+        b_obs, b_mask, keep = flatten_rollout(rollout)
+        if cfg.max_samples is not None and len(keep) > cfg.max_samples:
+            pick = torch.randperm(len(keep), generator=self.generator)[:cfg.max_samples].sort().values
+            b_obs, keep = index_obs(b_obs, pick), keep[pick]
+            b_mask = b_mask[pick] if b_mask is not None else None
+        b_actions, b_logprobs = rollout.actions.flatten()[keep], rollout.logprobs.flatten()[keep]
+        b_adv, b_returns = advantages.flatten()[keep], returns.flatten()[keep]
+        b_values = values.flatten()[keep]
+
+        # 4. Epochs of minibatches over the clipped objective.
+        n = len(keep)
+        minibatch_size = max(1, -(-n // cfg.n_minibatches))
+        clipfracs, approx_kl = [], torch.tensor(0.0)
+        for _epoch in range(cfg.n_epochs):
+            perm = torch.randperm(n, generator=self.generator)
+            for start in range(0, n, minibatch_size):
+                mb = perm[start:start + minibatch_size]
+                logits, new_value = policy(index_obs(b_obs, mb))
+                dist = MaskedCategorical(logits, b_mask[mb] if b_mask is not None else None)
+                new_logprob, entropy = dist.log_prob(b_actions[mb]), dist.entropy()
+                log_ratio = new_logprob - b_logprobs[mb]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()  # the k3 estimator
+                    clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+
+                mb_adv = b_adv[mb]
+                if cfg.norm_adv and len(mb) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio,
+                                    -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+
+                new_value = new_value.flatten()
+                if cfg.clip_vloss:
+                    v_delta = (new_value - b_values[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_clipped = b_values[mb] + v_delta
+                    v_loss = 0.5 * torch.max((new_value - b_returns[mb]) ** 2,
+                                             (v_clipped - b_returns[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((new_value - b_returns[mb]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+                self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
+                self.optimizer.step()
+            if cfg.target_kl is not None and approx_kl > cfg.target_kl:
+                break
+
+        # 5. Diagnostics.
+        var_y = b_returns.var().item() if n > 1 else 0.0
+        explained_var = float("nan") if var_y == 0 else 1 - (b_returns - b_values).var().item() / var_y
+        return {
+            "global_step": float(self.num_timesteps),
+            "mean_return": self.recent_return(),
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
+            "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+            "clipfrac": float(np.mean(clipfracs)), "explained_variance": explained_var,
+        }

@@ -87,3 +87,20 @@ def test_cli_no_legal_cell_exits_2(tmp_path, capsys) -> None:
                   "--out", str(tmp_path / "o.plc")], capsys)
     assert "no legal cell" in err
     assert not (tmp_path / "o.plc").exists()
+
+
+def test_cli_bad_rl_envs_exits_2(tmp_path, capsys) -> None:
+    err = _error(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--method", "rl",
+                  "--rl-envs", "0", "--out", str(tmp_path / "o.plc")], capsys)
+    assert "--rl-envs" in err
+    assert not (tmp_path / "o.plc").exists()
+
+
+@pytest.mark.slow
+def test_cli_rl_with_worker_processes(tmp_path, capsys) -> None:
+    rc = main(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--plc", str(TOY / "initial.plc"),
+               "--method", "rl", "--collector", "process", "--rl-envs", "4", "--budget", "3s",
+               "--out", str(tmp_path / "o.plc"), "--json"])
+    assert rc == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["rl"]["evaluations"] % 8 == 0 and figures["rl"]["evaluations"] >= 8  # 2 workers x 4

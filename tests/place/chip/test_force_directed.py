@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from moeplace.data import CHIP_DIR
 from moeplace.place.chip.force_directed import ForceDirected
@@ -73,3 +74,29 @@ def test_force_directed_is_deterministic() -> None:
     b = fd.place(netlist.x, netlist.y, iterations=10)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_compiled_kernels_match_the_numpy_iterations() -> None:
+    """The numba kernels run the numpy code's arithmetic in another order: equal to rounding."""
+    from moeplace.data import CHIP_DIR
+    from moeplace.place.chip.cost import ProxyCost
+    from moeplace.place.chip.fd_kernels import HAVE_NUMBA
+    from moeplace.place.chip.force_directed import ForceDirected
+    from moeplace.place.chip.problem import ChipProblem
+
+    if not HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    p = CHIP_DIR / "ariane133"
+    problem = ChipProblem.from_files(p / "netlist.pb.txt.gz", p / "legalized.plc")
+    nl, h = problem.netlist, problem.header
+    x, y, o = problem.positions(problem.initial_placement())
+    ref, fast = (ForceDirected(nl, h.width, h.height, bins=(2 * h.columns, 2 * h.rows), backend=b)
+                 for b in ("numpy", "numba"))
+    assert fast.backend == "numba"
+    xa, ya = ref.place(x, y, o, 10)
+    xb, yb = fast.place(x, y, o, 10)
+    soft = nl.soft_macros
+    assert np.abs(xa - xb).max() < 1e-6 and np.abs(ya - yb).max() < 1e-6  # microns
+    assert np.abs(xa[soft] - x[soft]).max() > 1.0  # the soft macros did move
+    cost = ProxyCost(nl, h)
+    assert cost.evaluate(xb, yb, o).proxy == pytest.approx(cost.evaluate(xa, ya, o).proxy, abs=1e-9)

@@ -1,22 +1,66 @@
-"""The RL agent for chips: PPO with the graph encoder and the convolutional per-cell head.
+"""The RL agent for chips: moeplace.rl's PPO over batched episodes, with the size-independent ChipPolicy.
 
 As in Circuit Training, the policy places the hard macros one per step (largest first) on grid
 cells, the soft macros are then placed by force-directed placement, and the reward is −proxy
-cost. Training runs for a wall-time or episode budget; the best placement of any episode is kept.
+cost. Each PPO rollout is `n_envs` whole episodes stepped together (BatchedChipEnv: one batched
+policy forward and one batched legality mask per step), made by a collector: in this process
+("local"), in worker processes ("process") or in Ray actors ("ray"). Training runs for a wall-time
+or episode budget (checked between rollouts); the best placement of any episode is kept.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 import numpy as np
 
 from moeplace.place.chip.anneal import ChipSearchResult, soft_only
 from moeplace.place.chip.problem import ChipProblem
-from moeplace.place.policy import PlacementPolicy
-from moeplace.place.search import rl_search
+
+COLLECTORS = ("local", "process", "ray")
+PPO_DEFAULTS = dict(n_minibatches=4, n_epochs=2, gamma=1.0, gae_lambda=0.95, learning_rate=3e-4,
+                    anneal_lr=False, ent_coef=0.01, max_samples=512)
+
+
+def make_env(problem: ChipProblem, n_envs: int, design: int = 0):
+    """A BatchedChipEnv over `problem` (module level, so collectors in other processes can build it)."""
+    from moeplace.place.chip.batched import BatchedChipEnv
+
+    return BatchedChipEnv(problem, n_envs, design=design)
+
+
+def make_policy(problem: ChipProblem, hidden: int = 64, rounds: int = 3, channels: int = 8):
+    """A ChipPolicy with `problem` registered as design 0."""
+    from moeplace.place.chip.policy import ChipPolicy
+
+    policy = ChipPolicy(hidden=hidden, rounds=rounds, channels=channels)
+    policy.add_design(problem)
+    return policy
+
+
+def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any, seed: int,
+                   workers: int = 2) -> Any:
+    """A collector of `kind` (local, process, ray) whose workers each step `n_envs` episodes."""
+    from moeplace.rl.collectors import LocalCollector, ProcessCollector, RayCollector
+
+    env_fn = functools.partial(make_env, problem, n_envs)
+    if kind == "local":
+        return LocalCollector(env_fn, policy_fn, seed=seed)
+    if kind == "process":
+        return ProcessCollector(env_fn, policy_fn, workers=workers, seed=seed)
+    if kind == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        return RayCollector(env_fn, policy_fn, workers=workers, seed=seed)
+    raise ValueError(f"collector must be one of {COLLECTORS}, got {kind!r}")
 
 
 def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_episodes: int | None = None,
-                  seed: int = 0, hidden: int = 64, rounds: int = 3, progress: bool = True,
+                  seed: int = 0, hidden: int = 64, rounds: int = 3, channels: int = 8, n_envs: int = 16,
+                  collector: str = "local", workers: int = 2, progress: bool = True,
                   **ppo_hparams) -> ChipSearchResult:
     """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement."""
     if problem.orientations or problem.soft != "fd":
@@ -25,13 +69,34 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
         return soft_only(problem, problem.fd_iterations)
     import torch
 
+    from moeplace.place.search import _Budget
+    from moeplace.rl import PPO
+
     torch.manual_seed(seed)
-    policy = PlacementPolicy(problem, hidden=hidden, rounds=rounds, head="conv")
-    evals0 = problem.evaluations
-    res = rl_search(problem, policy=policy, budget_s=budget_s, max_episodes=max_episodes, seed=seed,
-                    progress=progress, **ppo_hparams)
-    x, y, _ = problem.place_soft(res.placement)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
+    policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels)
+    policy = policy_fn()
+    hp = dict(PPO_DEFAULTS, n_steps=problem.num_nodes, seed=seed)
+    hp.update(ppo_hparams)
+    algo = PPO(policy, None, **hp)
+    budget = _Budget(budget_s, max_episodes, "ppo", progress)
+    source = make_collector(collector, problem, n_envs, policy_fn, seed, workers)
+
+    def after_update(algo: PPO, _stats: dict[str, float]) -> bool:
+        for end in algo.last_rollout.ends:
+            budget.record(end["placement"], end["cost"])
+        return budget.fraction() < 1.0
+
+    try:
+        with budget.running():
+            algo.learn(10**15, callback=after_update, progress_bar=False, collector=source)
+    finally:
+        source.close()
+        torch.set_num_threads(threads)
+    best = np.asarray(budget.best)
+    x, y, _ = problem.place_soft(best)
     soft = problem.netlist.soft_macros
-    terms = problem.terms(res.placement)
-    return ChipSearchResult(np.asarray(res.placement), x[soft].copy(), y[soft].copy(), terms,
-                            problem.evaluations - evals0, res.wall_s, res.history, res.interrupted)
+    terms = problem.terms(best)
+    return ChipSearchResult(best, x[soft].copy(), y[soft].copy(), terms, budget.evaluations,
+                            budget.elapsed(), budget.history, budget.interrupted)

@@ -7,12 +7,15 @@ weighted mean of the centroids of its nets (the minimiser of a star-model quadra
 (2) spreads them down the gradient of the blurred overflow of a bin density map (hard and soft
 macros counted), (3) pushes them out of the hard macros they overlap along the axis of least
 penetration, and clamps them to the canvas. Hard macros, their pins and ports do not move.
+The iterations run as compiled kernels (fd_kernels, numba) when numba is there, else in numpy;
+`backend="numpy"` forces the numpy code (the reference the kernels are tested against).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from moeplace.place.chip import fd_kernels
 from moeplace.place.chip.netlist import Netlist, pin_positions
 
 
@@ -21,7 +24,8 @@ class ForceDirected:
 
     def __init__(self, netlist: Netlist, width: float, height: float, attraction: float = 0.3,
                  repulsion: float = 5.0, max_fanout: int = 100, bins: tuple[int, int] = (32, 32),
-                 target_density: float = 0.7, spread_steps: int = 3, hard_push: float = 1.0) -> None:
+                 target_density: float = 0.7, spread_steps: int = 3, hard_push: float = 1.0,
+                 backend: str | None = None) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"canvas must have a positive size, got {width} x {height}")
         self.netlist, self.width, self.height = netlist, float(width), float(height)
@@ -29,6 +33,10 @@ class ForceDirected:
         self.bins_x, self.bins_y = bins
         self.target_density, self.spread_steps = float(target_density), int(spread_steps)
         self.hard_push = float(hard_push)
+        backend = backend or ("numba" if fd_kernels.HAVE_NUMBA else "numpy")
+        if backend not in ("numba", "numpy"):
+            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+        self.backend = backend
         self.soft = netlist.soft_macros
         self.hard = netlist.hard_macros
         n = netlist.num_nodes
@@ -79,6 +87,11 @@ class ForceDirected:
         hard_area = bins.area_map(x[hard], y[hard], hw, hh)
         hx, hy = x[hard], y[hard]
         sx, sy = x[self.soft], y[self.soft]
+        if self.backend == "numba":
+            sx, sy = self._iterate_compiled(bins, hard_area, sx, sy, fixed_x, fixed_y, hx, hy, hw, hh,
+                                            iterations)
+            x[self.soft], y[self.soft] = sx, sy
+            return x, y
         sp = self.pin_soft[self.soft_pin]
         nets = self.net_of_pin[self.soft_pin]
         connected = self.soft_w > 0
@@ -98,6 +111,25 @@ class ForceDirected:
             sx, sy = self._out_of_hard(sx, sy, hx, hy, hw, hh)
         x[self.soft], y[self.soft] = sx, sy
         return x, y
+
+    def _iterate_compiled(self, bins: _Bins, hard_area: np.ndarray, sx: np.ndarray, sy: np.ndarray,
+                          fixed_x: np.ndarray, fixed_y: np.ndarray, hx: np.ndarray, hy: np.ndarray,
+                          hw: np.ndarray, hh: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        """The iterations of `place` with the numba kernels (same steps, same order)."""
+        k = fd_kernels
+        sx, sy = np.ascontiguousarray(sx, np.float64), np.ascontiguousarray(sy, np.float64)
+        soft_pin_idx = np.flatnonzero(self.soft_pin)
+        hw, hh = np.ascontiguousarray(hw, np.float64), np.ascontiguousarray(hh, np.float64)
+        for _ in range(iterations):
+            k.attract(sx, sy, fixed_x, fixed_y, soft_pin_idx, self.pin_soft, self.net_of_pin, self.inv_size,
+                      self.soft_pin_w, self.soft_w, self.attraction, self.num_nets)
+            for _ in range(self.spread_steps):
+                k.spread(sx, sy, self.sw, self.sh, hard_area, bins.bw, bins.bh, bins.nx, bins.ny,
+                         self.target_density, self.repulsion, self.width, self.height)
+            if len(hx):
+                k.out_of_hard(sx, sy, self.sw, self.sh, hx, hy, hw, hh, self.hard_push, self.width,
+                              self.height)
+        return sx, sy
 
     def _spread(self, bins: _Bins, hard_area: np.ndarray, sx: np.ndarray,
                 sy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
