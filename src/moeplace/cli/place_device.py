@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Any
 
 from moeplace.cli.args import nonneg_int, positive_int
+
+# `place device ACTION ...`: each action lives in its own module defining `register(actions)`;
+# without an action, `place device --model ...` places the model.
+_ACTIONS = ["moeplace.cli.device_pretrain"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         default="all",
         help="comma list of single, round_robin, expert, layer_split, metis, heft, m_etf, m_topo, sa, rl "
-        "(policy gradient alone), rl+ls (RL, then local search), ppo; or all",
+        "(policy gradient alone), rl+ls (RL, then local search), ppo, transfer (the pre-trained "
+        "transfer policy: zero-shot, then --finetune-budget of RL); or all",
     )
     p.add_argument("--budget", default="60s",
                    help="time per search method (sa, rl, rl+ls, ppo), e.g. 90s, 10m")
@@ -42,12 +48,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="settings of rl, rl+ls and ppo: a preset (default, paper, benchmark) or a JSON file "
         "(see docs/device.md); e.g. {\"iterations\": 300, \"imitation\": true}",
     )
+    p.add_argument("--policy", default=None, metavar="DIR",
+                   help="rl and rl+ls start from this pre-trained transfer policy (a `place device pretrain` "
+                   "folder) instead of a fresh seq2seq policy; method transfer uses it too (default: the "
+                   "policy shipped in the package)")
+    p.add_argument("--finetune-budget", default="0s",
+                   help="with --policy, and for method transfer: RL fine-tuning time after the zero-shot "
+                   "placement (default 0s: zero-shot only)")
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="device_action", metavar="ACTION", required=False, parser_class=type(p))
+    for module in _ACTIONS:
+        importlib.import_module(module).register(actions)
     c = sub.add_parser(
         "device-calibrate",
         help="compare the simulator's prediction with this CPU",
@@ -131,7 +147,16 @@ def run(args: argparse.Namespace) -> int:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
     budget = parse_budget(args.budget)
-    searches = ("sa", "rl", "rl+ls", "ppo")
+    try:
+        finetune_s = 0.0 if args.finetune_budget.strip() in ("0", "0s") else parse_budget(args.finetune_budget)
+    except InputError as e:
+        raise InputError(str(e).replace("--budget", "--finetune-budget", 1)) from None
+    policy = None
+    if args.policy is not None or "transfer" in methods:
+        from moeplace.place.device.transfer import load_policy, packaged_policy
+
+        policy = load_policy(args.policy if args.policy is not None else packaged_policy())
+    searches = ("sa", "rl", "rl+ls", "ppo", "transfer")
     results = {}
     for m in [x for x in methods if x not in searches]:
         results[m] = run_method(m, problem, seed=args.seed)
@@ -139,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     init = min(valid, key=lambda r: r.step_time).placement if valid else None
     interrupted = False
     for m in [x for x in methods if x in searches]:
-        results[m] = run_method(m, problem, budget_s=budget, seed=args.seed, init=init, rl_config=rl_config)
+        results[m] = run_method(m, problem, budget_s=budget, seed=args.seed, init=init, rl_config=rl_config,
+                                policy=policy if (m == "transfer" or args.policy) else None,
+                                finetune_s=finetune_s)
         if results[m].interrupted:  # Ctrl-C: keep what this search found, run no more
             interrupted = True
             break

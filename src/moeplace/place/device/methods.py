@@ -15,7 +15,7 @@ from moeplace.place.device.problem import DevicePlacementProblem
 from moeplace.place.device.rl_config import RLConfig
 from moeplace.place.search import SearchResult
 
-SEARCHES = ("sa", "rl", "rl+ls", "ppo")
+SEARCHES = ("sa", "rl", "rl+ls", "ppo", "transfer")
 METHODS = (*HEURISTICS, *SEARCHES)
 
 
@@ -66,12 +66,16 @@ def run_method(
     seed: int = 0,
     init: np.ndarray | None = None,
     rl_config: RLConfig | None = None,
+    policy: Any = None,
+    finetune_s: float = 0.0,
 ) -> MethodResult:
     """Run method `name` (see METHODS) and simulate its placement. `init` (the best heuristic's
     placement) starts SA; rl, rl+ls and ppo use it only with `rl_config.imitation`.
 
     `rl`: the seq2seq policy trained by REINFORCE alone; `rl+ls`: the same plus local search (in the
     loop and at the end); `rl_config.iterations` makes them reproducible, `budget_s` is then a cap.
+    `transfer`, and `rl` given a pre-trained `policy` (a TransferPlacer): its zero-shot placement, then
+    `finetune_s` seconds of RL alone on this problem (`budget_s` is not used).
     """
     cfg = rl_config if rl_config is not None else RLConfig()
     start = time.perf_counter()
@@ -83,6 +87,12 @@ def run_method(
         from moeplace.place.search import simulated_annealing
 
         r = simulated_annealing(problem, budget_s=budget_s, seed=seed, init=init, progress=True)
+    elif name == "transfer" or (name == "rl" and policy is not None):
+        from moeplace.place.device.finetune import transfer_search
+        from moeplace.place.device.transfer import load_policy, packaged_policy
+
+        policy = policy if policy is not None else load_policy(packaged_policy())
+        r = transfer_search(problem, policy, finetune_s=finetune_s, seed=seed)
     elif name in ("rl", "rl+ls"):
         from moeplace.place.device.colocrl import seq2seq_search
 

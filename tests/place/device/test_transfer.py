@@ -1,0 +1,198 @@
+"""The transfer policy: its features against hand computation, independence from graph size and
+device count, device-permutation equivariance, checkpoints, corpus specs, pre-training resume, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from moeplace.errors import CheckpointError, InputError
+from moeplace.place.device.cluster import load_cluster
+from moeplace.place.device.corpus import FAMILIES, build_corpus, parse_spec, sample_configs
+from moeplace.place.device.problem import DevicePlacementProblem
+from moeplace.place.device.transfer import (
+    STEP_FEATURES,
+    TransferPlacer,
+    context_of,
+    load_policy,
+    save_policy,
+)
+
+from .problems import branchy_problem, symmetric_problem
+
+G = 1e9
+
+
+def test_step_features_match_hand_computation():
+    """branchy: 8 ops, work w = [1,4,4,3,3,2,2,1] GFLOP fwd (+2w bwd), 0.2 GB per edge, links 2 GB/s
+    and 10 ms. The time unit is the mean op's time on the fastest device (4 GFLOP/s): 3*2.5/4 s."""
+    p = branchy_problem()
+    ctx = context_of(p)
+    unit = 3 * 2.5 / 4
+    place = torch.tensor([[0, 1, 2, 0, 0, 1, 1, 0]])
+    f = TransferPlacer.teacher_features(ctx, place)[0]  # [G, D, STEP]
+    comp, comm, mem = (STEP_FEATURES.index(k) for k in ("compute", "comm_in", "memory_after"))
+    # op 7 (preds 2 on cpu, 4 on fast, 6 on slow) placed on fast: two transfers of 0.2 GB at 2 GB/s + 10 ms
+    assert f[7, 0, comm].item() == pytest.approx(math.log1p((2 * 0.1 + 2 * 0.01) / unit), rel=1e-5)
+    # ... on cpu: transfers from fast and slow
+    assert f[7, 2, comm].item() == pytest.approx(math.log1p((2 * 0.1 + 2 * 0.01) / unit), rel=1e-5)
+    # op 1 (pred 0 on fast) placed on fast: nothing to move
+    assert f[1, 0, comm].item() == pytest.approx(0.0, abs=1e-7)
+    # compute of op 1 (4 GFLOP fwd + 8 bwd) on the slow GPU (2 GFLOP/s): 6 s
+    assert f[1, 1, comp].item() == pytest.approx(math.log1p(6.0 / unit), rel=1e-5)
+    load_b = STEP_FEATURES.index("load_before")
+    # before op 4, fast holds ops 0 and 3: (1 + 3) * 3 / 4 = 3 s of compute
+    assert f[4, 0, load_b].item() == pytest.approx(math.log1p(3.0 / unit) / 4, rel=1e-5)
+    assert f[:, :, mem].abs().max().item() == 0.0  # no parameters
+
+
+def test_sampling_and_teacher_forced_scoring_agree():
+    """The step-by-step sampler and the one-shot teacher-forced scorer give the same log-probabilities."""
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    ctx = context_of(symmetric_problem())
+    acts, logp = policy.sample_with_logp(ctx, 8, generator=torch.Generator().manual_seed(1))
+    logp2, ent = policy.score(ctx, acts)
+    assert torch.allclose(logp, logp2.detach(), atol=1e-4)
+    assert (ent > 0).all()
+
+
+def test_one_policy_serves_any_graph_size_and_device_count():
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    for prob in (branchy_problem(), symmetric_problem()):
+        for cl in ("k80x4", "a100x8", "hetero"):
+            problem = DevicePlacementProblem(prob.graph, load_cluster(cl))
+            acts, _ = policy.sample_with_logp(context_of(problem), 3)
+            assert acts.shape == (3, problem.num_nodes)
+            assert int(acts.min()) >= 0 and int(acts.max()) < problem.num_slots
+
+
+def test_permuting_the_devices_permutes_the_probabilities():
+    """The head scores each device from its own features: relabelling devices relabels the placement."""
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    p = branchy_problem()
+    perm = [2, 0, 1]  # new device i is old device perm[i]
+    spec = p.cluster.to_dict()
+    spec["devices"] = [spec["devices"][i] for i in perm]
+    q = DevicePlacementProblem(p.graph, load_cluster(spec))
+    place = torch.tensor([[0, 1, 2, 0, 0, 1, 1, 0], [2, 2, 1, 0, 1, 0, 2, 1]])
+    inv = torch.tensor(np.argsort(perm))
+    lp, _ = policy.score(context_of(p), place)
+    lq, _ = policy.score(context_of(q), inv[place])
+    assert torch.allclose(lp, lq, atol=1e-5)
+
+
+def test_policy_checkpoint_round_trip_and_foreign_features(tmp_path):
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=8, rounds=1)
+    save_policy(tmp_path / "policy.safetensors", policy)
+    back = load_policy(tmp_path)
+    ctx = context_of(branchy_problem())
+    a = torch.zeros(1, 8, dtype=torch.long)
+    assert torch.equal(policy.score(ctx, a)[0], back.score(ctx, a)[0])
+    from moeplace.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(tmp_path / "policy.safetensors")
+    state["step_features"] = ["compute", "comm_in"]
+    save_checkpoint(tmp_path / "other.safetensors", state)
+    with pytest.raises(CheckpointError, match="other step features"):
+        load_policy(tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_policy(tmp_path / "missing")
+
+
+def test_corpus_spec_families_seeds_and_exclusion():
+    assert parse_spec("builtin:2") == [(f, 2) for f in FAMILIES]
+    assert parse_spec("nmt:3,pkg.mod:make") == [("nmt", 3), ("user", "pkg.mod:make")]
+    with pytest.raises(InputError, match="not a family"):
+        parse_spec("resnet")
+    assert sample_configs("transformer", 3, 7) == sample_configs("transformer", 3, 7)
+    assert len({json.dumps(c) for c in sample_configs("rnnlm", 5, 0)}) == 5
+    corpus = build_corpus("rnnlm:1,moe_lstm:1", seed=0, exclude=("moe_lstm",))
+    assert [g.family for g in corpus] == ["rnnlm"]
+    with pytest.raises(InputError, match="nothing left"):
+        build_corpus("rnnlm:1", exclude=("rnnlm",))
+
+
+def _untraceable():
+    """A model whose forward branches on a tensor's value (torch.fx cannot trace it)."""
+
+    class M(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:
+                return x * 2
+            return x
+
+    return M(), (torch.ones(2),)
+
+
+def test_untraceable_user_model_is_an_input_error():
+    with pytest.raises(InputError, match="cannot trace"):
+        build_corpus(f"{__name__}:_untraceable")
+
+
+def _pairs():
+    from moeplace.place.device.pretrain import make_pairs
+
+    return make_pairs(build_corpus("rnnlm:1", seed=0), {"k80x4": load_cluster("k80x4"),
+                                                         "hetero": load_cluster("hetero")})
+
+
+def test_pretraining_resumes_to_the_same_state(tmp_path, monkeypatch):
+    """4 updates in one go == Ctrl-C after 2 updates, then a resume: same weights, same metrics."""
+    from moeplace.place.device.pretrain import PretrainSettings, pretrain
+    from moeplace.rl.reinforce import SequenceREINFORCE
+    from moeplace.runs import read_jsonl
+
+    settings = PretrainSettings("rnnlm:1", ["k80x4", "hetero"], hidden=8, rounds=1)
+    pairs = _pairs()
+    pretrain(pairs, settings, tmp_path / "a", budget_s=None, max_updates=4, show_progress=False)
+    real_step, calls = SequenceREINFORCE.step, []
+
+    def interrupted_step(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(SequenceREINFORCE, "step", interrupted_step)
+    summary = pretrain(pairs, settings, tmp_path / "b", budget_s=None, max_updates=4, show_progress=False)
+    assert summary["interrupted"] and summary["updates"] == 2
+    monkeypatch.setattr(SequenceREINFORCE, "step", real_step)
+    pretrain(pairs, settings, tmp_path / "b", budget_s=None, max_updates=4, resume=True, show_progress=False)
+    wa, wb = load_policy(tmp_path / "a").state_dict(), load_policy(tmp_path / "b").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ra, rb = read_jsonl(tmp_path / "a" / "metrics.jsonl"), read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in rb] == [1, 2, 3, 4]
+    assert [r["mean_ratio"] for r in ra] == [r["mean_ratio"] for r in rb]
+    assert (tmp_path / "a" / "curve.png").stat().st_size > 0
+    with pytest.raises(InputError, match="other settings"):
+        pretrain(pairs, PretrainSettings("rnnlm:1", ["k80x4"], hidden=8, rounds=1), tmp_path / "b",
+                 budget_s=None, max_updates=5, resume=True, show_progress=False)
+
+
+def test_cli_pretrain_then_place_zero_shot_and_finetuned(tmp_path, capsys):
+    from moeplace.cli import main
+
+    out = tmp_path / "run"
+    assert main(["place", "device", "pretrain", "--corpus", "rnnlm:1", "--clusters", "k80x4",
+                 "--updates", "2", "--hidden", "8", "--rounds", "1", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["updates"] == 2
+    assert main(["place", "device", "pretrain", "--corpus", "rnnlm:1", "--clusters", "k80x4",
+                 "--updates", "2", "--out", str(out)]) == 2  # a run is there: --resume or --overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["place", "device", "--model", "rnnlm", "--size", "tiny", "--cluster", "hetero",
+                 "--method", "single,rl", "--policy", str(out), "--finetune-budget", "1s", "--json"]) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out.strip())["results"]}
+    assert rows["rl"]["evals"] > 16  # zero-shot's 16 placements, then fine-tuning batches
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "policy.safetensors").write_bytes(b"not a checkpoint")
+    assert main(["place", "device", "--model", "rnnlm", "--size", "tiny", "--method", "rl",
+                 "--policy", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--policy" in err
