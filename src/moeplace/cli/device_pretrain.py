@@ -60,15 +60,16 @@ def run(args: argparse.Namespace) -> int:
     grouping = int(args.grouping) if args.grouping.isdigit() else args.grouping
     corpus = build_corpus(args.corpus, args.seed, exclude, grouping, show_progress=True)
     pairs = make_pairs(corpus, clusters)
-    settings = PretrainSettings(args.corpus, cluster_names, list(exclude), args.seed, args.hidden, args.rounds)
+    settings = PretrainSettings(args.corpus, cluster_names, list(exclude), args.seed, args.hidden,
+                                args.rounds)
     summary = pretrain(pairs, settings, out, budget_s=budget_s, max_updates=args.updates, resume=args.resume,
                        save_every=args.save_every)
     families = sorted({g.family for g in corpus})
     if args.json:
         print_json_line({**summary, "graphs": len(corpus), "families": families, "out": str(out)})
     else:
-        print(f"{len(corpus)} graphs ({', '.join(families)}) x {len(clusters)} clusters = {len(pairs)} pairs; "
-              f"{summary['updates']} updates in {summary['seconds']:.0f} s; step time / best heuristic "
-              f"over the last 50 updates: {summary['last_mean_ratio']:.3f} (batch mean)")
+        print(f"{len(corpus)} graphs ({', '.join(families)}) x {len(clusters)} clusters = {len(pairs)} "
+              f"pairs; {summary['updates']} updates in {summary['seconds']:.0f} s; step time / best "
+              f"heuristic over the last 50 updates: {summary['last_mean_ratio']:.3f} (batch mean)")
         print(f"policy -> {out / 'policy.safetensors'}; curve -> {out / 'curve.png'}")
     return 130 if summary["interrupted"] else 0

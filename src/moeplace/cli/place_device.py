@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
     budget = parse_budget(args.budget)
     try:
-        finetune_s = 0.0 if args.finetune_budget.strip() in ("0", "0s") else parse_budget(args.finetune_budget)
+        ft = args.finetune_budget.strip()
+        finetune_s = 0.0 if ft in ("0", "0s") else parse_budget(ft)
     except InputError as e:
         raise InputError(str(e).replace("--budget", "--finetune-budget", 1)) from None
     policy = None
