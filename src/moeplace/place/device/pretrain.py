@@ -30,8 +30,8 @@ RUN_FILES = ("policy.safetensors", "policy.json", "state.safetensors", "state.js
              "metrics.jsonl", "curve.png", "events.out.tfevents.*")
 # the trainer's settings for pre-training: a small entropy bonus, no self-imitation (its buffer is
 # per problem and would not survive a resume)
-PRETRAIN_RL = {"learning_rate": 1e-3, "batch": 16, "reward": "neg_sqrt", "ent_coef": 0.03,
-               "ent_coef_end": 3e-3, "epochs": 1, "sil_coef": 0.0}
+PRETRAIN_RL = {"learning_rate": 3e-4, "batch": 16, "reward": "neg_sqrt", "ent_coef": 0.03,
+               "ent_coef_end": 1e-2, "epochs": 1, "sil_coef": 0.0}
 
 
 @dataclass
