@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(see docs/device.md); e.g. {\"iterations\": 300, \"imitation\": true}",
     )
     p.add_argument("--policy", default=None, metavar="DIR",
-                   help="rl and rl+ls start from this pre-trained transfer policy (a `place device pretrain` "
+                   help="rl starts from this pre-trained transfer policy (a `place device pretrain` "
                    "folder) instead of a fresh seq2seq policy; method transfer uses it too (default: the "
                    "policy shipped in the package)")
     p.add_argument("--finetune-budget", default="0s",
