@@ -196,3 +196,24 @@ def test_cli_pretrain_then_place_zero_shot_and_finetuned(tmp_path, capsys):
                  "--policy", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--policy" in err
+
+
+def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, capsys):
+    from moeplace.cli import main
+
+    bad_cluster = tmp_path / "c.yaml"
+    bad_cluster.write_text("devices:\n  - {name: g0, flops: 1e12}\n"  # no memory
+                           "links:\n  - {between: all, bandwidth: 1e9}\n")
+    cases = [
+        ["place", "device", "pretrain", "--clusters", str(bad_cluster), "--out", str(tmp_path / "r")],
+        ["place", "device", "pretrain", "--corpus", "resnet:2", "--out", str(tmp_path / "r")],
+        ["place", "device", "pretrain", "--corpus", "rnnlm:1", "--exclude-family", "vit", "--out",
+         str(tmp_path / "r")],
+        ["place", "device", "--model", "rnnlm", "--size", "tiny", "--method", "transfer",
+         "--finetune-budget", "soon"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("moeplace: error:"), err
+    assert not (tmp_path / "r").exists()  # nothing written half-way
