@@ -217,3 +217,13 @@ def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("moeplace: error:"), err
     assert not (tmp_path / "r").exists()  # nothing written half-way
+
+
+def test_the_shipped_policy_loads_and_is_small():
+    from moeplace.place.device.transfer import packaged_policy
+
+    path = packaged_policy()
+    assert path.stat().st_size <= 5 * 2**20
+    policy = load_policy(path)
+    acts, _ = policy.sample_with_logp(context_of(branchy_problem()), 1, greedy=True)
+    assert acts.shape == (1, 8)
