@@ -227,3 +227,21 @@ def test_the_shipped_policy_loads_and_is_small():
     policy = load_policy(path)
     acts, _ = policy.sample_with_logp(context_of(branchy_problem()), 1, greedy=True)
     assert acts.shape == (1, 8)
+
+
+def test_devices_a_group_would_overflow_are_never_chosen_unless_all_would():
+    """Each op owns 1 GB of parameters (x4 with gradients and Adam state = 4 GB): the fast GPU
+    (2 GB) can hold none, so no sample puts an op there; with every device at 2 GB, any goes."""
+    base = branchy_problem()
+    g = base.graph
+    g.param_bytes = np.full(g.num_ops, 1e9)
+    spec = base.cluster.to_dict()
+    spec["devices"][0]["memory"] = 2e9
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    acts, logp = policy.sample_with_logp(context_of(DevicePlacementProblem(g, load_cluster(spec))), 64)
+    assert int((acts == 0).sum()) == 0 and torch.isfinite(logp).all()
+    for d in spec["devices"]:
+        d["memory"] = 2e9
+    acts, logp = policy.sample_with_logp(context_of(DevicePlacementProblem(g, load_cluster(spec))), 64)
+    assert set(acts.unique().tolist()) == {0, 1, 2} and torch.isfinite(logp).all()

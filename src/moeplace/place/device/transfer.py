@@ -8,7 +8,8 @@ graph's mean embedding, the device's static features (FLOP/s, memory, CPU or not
 and latency of its links) and the step's physical features of putting the group there: its compute
 time on that device, the time to receive its inputs from where its producers already are (bytes
 over that link's bandwidth plus latency), the compute already placed on the device, and the
-device's memory use after it. It is a sequence policy for `moeplace.rl.SequenceREINFORCE`.
+device's memory use after it (a device it would overflow is masked out unless all would). It is a
+sequence policy for `moeplace.rl.SequenceREINFORCE`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ DEVICE_FEATURES = ("log_flops", "log_memory", "is_cpu", "flops_vs_max", "memory_
                    "log_mean_bandwidth", "log_mean_latency")
 STEP_FEATURES = ("compute", "comm_in", "load_before", "load_after", "load_after_vs_mean", "memory_after")
 NODE_DIM, DEVICE_DIM, STEP_DIM = len(NODE_FEATURES), len(DEVICE_FEATURES), len(STEP_FEATURES)
+MEMORY_AFTER = STEP_FEATURES.index("memory_after")
+MASKED_LOGIT = -1e9
 
 
 @dataclass
@@ -133,9 +136,14 @@ class TransferPlacer(nn.Module):
         return self.node_in(torch.cat([h, h.mean(0, keepdim=True).expand_as(h)], dim=-1))
 
     def _logits(self, node: Tensor, dev: Tensor, step: Tensor) -> Tensor:
-        """node [..., H], dev [D, H], step [..., D, STEP_DIM] -> log-softmax over devices [..., D]."""
+        """node [..., H], dev [D, H], step [..., D, STEP_DIM] -> log-softmax over devices [..., D].
+
+        Devices the group's parameters (with gradients and optimizer state) would overflow are
+        masked out, unless every device would overflow: the policy never chooses an avoidable OOM."""
         z = node[..., None, :] + dev + self.step_in(step)
-        return torch.log_softmax(self.out(z)[..., 0], dim=-1)
+        fits = step[..., MEMORY_AFTER] <= 1.0
+        fits = fits | ~fits.any(-1, keepdim=True)
+        return torch.log_softmax(self.out(z)[..., 0].masked_fill(~fits, MASKED_LOGIT), dim=-1)
 
     @torch.no_grad()
     def sample_with_logp(self, ctx: DeviceContext, batch: int, greedy: bool = False,
