@@ -61,7 +61,8 @@ def test_validators_accept_their_range_and_refuse_the_rest(parse, good, bad):
     (["lm", "compare", "--steps", "0"], "--steps"),
     (["rl", "gridworld", "--walls", "1"], "--walls"),
     (["rl", "train", "--env", "CartPole-v1", "--n-envs", "0"], "--n-envs"),
-    (["place", "device", "--rl-iters", "0"], "--rl-iters"),
+    (["place", "device", "--seed", "-1"], "--seed"),  # was --rl-iters, a flag removed with #20 item 1
+    (["place", "device", "pretrain", "--updates", "0", "--out", "r"], "--updates"),
     (["place", "device-calibrate", "--repeats", "0"], "--repeats"),
     (["place", "chip", "--columns", "0"], "--columns"),
     (["place", "chip", "--seed", "-1"], "--seed"),
