@@ -115,7 +115,8 @@ def plot_curve(records: list[dict[str, Any]], path: Path) -> None:
 def pretrain(pairs: list[Pair], settings: PretrainSettings, out: Path, *, budget_s: float | None,
              max_updates: int | None, resume: bool = False, save_every: int = 50,
              show_progress: bool = True) -> dict[str, Any]:
-    """Train until the time budget or the update count runs out (Ctrl-C saves and stops)."""
+    """Train until the time budget or the update count runs out (Ctrl-C saves and stops). Both count
+    the whole run: a resumed run continues the update count, the clock and the entropy schedule."""
     from moeplace.runs import append_jsonl, read_jsonl, truncate_jsonl
     from moeplace.utils import atomic_write_text, json_dumps, progress
 
@@ -144,7 +145,8 @@ def pretrain(pairs: list[Pair], settings: PretrainSettings, out: Path, *, budget
     writer = _tensorboard(out)
     bar = progress(total=max_updates, desc="device pretrain", unit="upd", disable=not show_progress)
     bar.update(update)
-    start = time.perf_counter()
+    done = read_jsonl(metrics)  # a resumed run's budget counts the time its earlier part trained
+    start = time.perf_counter() - (float(done[-1].get("seconds", 0.0)) if done else 0.0)
     end_update = max_updates if max_updates is not None else None
 
     def checkpoint() -> None:
