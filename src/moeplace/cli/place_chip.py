@@ -12,7 +12,6 @@ search and still writes the best so far.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -61,14 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_routing_options(p)
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="chip_action", metavar="ACTION", required=False, parser_class=type(p))
-    for module in _ACTIONS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(actions)
+    from moeplace.cli import register_modules
+
+    register_modules(actions, _ACTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
