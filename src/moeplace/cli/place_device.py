@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import duration, nonneg_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma list of single, round_robin, expert, layer_split, metis, heft, m_etf, m_topo, sa, rl "
         "(policy gradient alone), rl+ls (RL, then local search), ppo; or all",
     )
-    p.add_argument("--budget", default="60s",
+    p.add_argument("--budget", type=duration, default=60.0,
                    help="time per search method (sa, rl, rl+ls, ppo), e.g. 90s, 10m")
     p.add_argument(
         "--rl-config",
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.place.device.render import render_timeline
     from moeplace.place.device.rl_config import load_rl_config
     from moeplace.place.device.trace import trace_graph
-    from moeplace.place.search import SearchResult, parse_budget
+    from moeplace.place.search import SearchResult
     from moeplace.utils import atomic_write_text, markdown_table, print_json_line, seed_everything
 
     seed_everything(args.seed)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
-    budget = parse_budget(args.budget)
+    budget = args.budget
     searches = ("sa", "rl", "rl+ls", "ppo")
     results = {}
     for m in [x for x in methods if x not in searches]:
