@@ -13,6 +13,8 @@ import torch
 from moeplace.checkpoint import load_checkpoint, save_checkpoint
 from moeplace.cli import main
 from moeplace.cli.args import (
+    duration,
+    duration_or_off,
     fraction_below_one,
     nonneg_float,
     nonneg_int,
@@ -42,6 +44,8 @@ def _strict(text: str):
     (nonneg_float, ["0", "0.5"], ["-0.1", "nan", "-inf"]),
     (probability, ["0", "0.3", "1"], ["1.5", "-0.1", "nan"]),
     (fraction_below_one, ["0", "0.99"], ["1", "2"]),
+    (duration, ["90", "1.5"], ["0", "-1", "5d", "x"]),
+    (duration_or_off, ["0", "30"], ["-1", "x"]),
 ])
 def test_validators_accept_their_range_and_refuse_the_rest(parse, good, bad):
     for text in good:
@@ -61,8 +65,12 @@ def test_validators_accept_their_range_and_refuse_the_rest(parse, good, bad):
     (["lm", "compare", "--steps", "0"], "--steps"),
     (["rl", "gridworld", "--walls", "1"], "--walls"),
     (["rl", "train", "--env", "CartPole-v1", "--n-envs", "0"], "--n-envs"),
-    (["place", "device", "--seed", "-1"], "--seed"),  # was --rl-iters, a flag removed with #20 item 1
+    (["place", "device", "--budget", "0s"], "--budget"),
+    (["place", "chip", "--budget", "5d"], "--budget"),
+    (["lm", "train", "--time-budget", "3x"], "--time-budget"),
+    (["place", "device", "--finetune-budget", "soon"], "--finetune-budget"),
     (["place", "device", "pretrain", "--updates", "0", "--out", "r"], "--updates"),
+    (["place", "device", "pretrain", "--budget", "0", "--out", "r"], "--budget"),
     (["place", "device-calibrate", "--repeats", "0"], "--repeats"),
     (["place", "chip", "--columns", "0"], "--columns"),
     (["place", "chip", "--seed", "-1"], "--seed"),

@@ -38,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help_ in _AREAS:
         area = sub.add_parser(name, help=help_, description=help_)
         area_sub = area.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+        register_modules(area_sub, [module])
+    return parser
+
+
+def register_modules(subparsers: argparse._SubParsersAction, modules: list[str]) -> None:
+    """Call `register(subparsers)` of each module that exists (a missing one is skipped)."""
+    for module in modules:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name != module:
                 raise
             continue
-        mod.register(area_sub)
-    return parser
+        mod.register(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

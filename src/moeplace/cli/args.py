@@ -90,3 +90,22 @@ def fraction_below_one(text: str) -> float:
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return v
+
+
+def _duration(allow_off: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        from moeplace.errors import InputError
+        from moeplace.place.search import parse_budget
+
+        try:
+            return parse_budget(text, name="duration", allow_off=allow_off)
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("duration: ")) from None
+
+    return parse
+
+
+duration = _duration(allow_off=False)
+"""A positive wall time: '90s', '30m', '1.5h' or plain seconds -> seconds."""
+duration_or_off = _duration(allow_off=True)
+"""A wall time, or '0' / 'none' / 'off' for none (0.0)."""

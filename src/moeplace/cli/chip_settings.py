@@ -144,9 +144,10 @@ def load_design(args: argparse.Namespace):
     in whichever of the two was not given). Canvas: --canvas, else the .plc header's, else the
     netlist's, else a square at 60% utilisation (Bookshelf: the row area)."""
     from moeplace.errors import InputError
+    from moeplace.place.chip.canvas import default_canvas
     from moeplace.place.chip.gridding import check_canvas, choose_grid
     from moeplace.place.chip.netlist import load_netlist
-    from moeplace.place.chip.plc import PlcHeader, default_canvas, load_placement
+    from moeplace.place.chip.plc import PlcHeader, load_placement
 
     columns, rows = getattr(args, "columns", None), getattr(args, "rows", None)
     for flag, value in (("--columns", columns), ("--rows", rows)):

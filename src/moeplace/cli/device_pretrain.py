@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import duration, nonneg_int, positive_int
 
 
 def register(actions: argparse._SubParsersAction) -> None:
@@ -23,7 +23,8 @@ def register(actions: argparse._SubParsersAction) -> None:
                         "inception, transformer, moe_lstm) or module:attr (default builtin:4)")
     p.add_argument("--clusters", default="k80x4,a100x8,hetero",
                    help="comma list of cluster presets or YAML/JSON files (default k80x4,a100x8,hetero)")
-    p.add_argument("--budget", default="10m", help="wall time of training, e.g. 90s, 20m (default 10m)")
+    p.add_argument("--budget", type=duration, default=600.0,
+                   help="wall time of training, e.g. 90s, 20m (default 10m)")
     p.add_argument("--updates", type=positive_int, default=None,
                    help="stop after this many updates in all (reproducible for a seed; --budget still caps)")
     p.add_argument("--exclude-family", default="", help="comma list of families to leave out of the corpus")
@@ -46,13 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.place.device.cluster import load_cluster
     from moeplace.place.device.corpus import build_corpus
     from moeplace.place.device.pretrain import RUN_FILES, PretrainSettings, make_pairs, pretrain
-    from moeplace.place.search import parse_budget
     from moeplace.runs import claim_run_dir
     from moeplace.utils import print_json_line, seed_everything
 
     seed_everything(args.seed)
     torch.set_num_threads(1)
-    budget_s = parse_budget(args.budget)
+    budget_s = args.budget
     out = claim_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
     exclude = tuple(f.strip() for f in args.exclude_family.split(",") if f.strip())
     cluster_names = [c.strip() for c in args.clusters.split(",") if c.strip()]

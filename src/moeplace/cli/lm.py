@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
-from moeplace.cli.args import nonneg_float, nonneg_int, positive_float, positive_int, probability
+from moeplace.cli.args import (
+    duration_or_off,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 _MODEL_FLAGS = {  # flag dest -> model config field (per family where names differ)
     "block_size": "block_size", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "d_ff",
@@ -17,17 +23,6 @@ _MODEL_FLAGS = {  # flag dest -> model config field (per family where names diff
 }
 _TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_decay", "grad_clip",
                 "eval_interval", "eval_tokens", "seed")
-
-
-def parse_duration(text: str) -> float:
-    """'165', '165s', '3m', '1.5h' -> seconds; '0', 'none' or 'off' -> 0.0 (no time budget)."""
-    t = text.strip().lower()
-    if t in ("0", "none", "off"):
-        return 0.0
-    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([smh]?)", t)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 165s, 3m)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
 def set_threads(n: int) -> None:
@@ -78,7 +73,7 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--min-lr", type=nonneg_float, help="final learning rate of the cosine decay")
     t.add_argument("--warmup", type=probability, help="fraction of the run spent in linear warm-up")
     t.add_argument("--max-steps", type=positive_int, help="step budget")
-    t.add_argument("--time-budget", type=parse_duration, default=None,
+    t.add_argument("--time-budget", type=duration_or_off, default=None,
                    help="wall-time budget, e.g. 165s or 3m (0 = none); the LR schedule spans it")
     t.add_argument("--weight-decay", type=nonneg_float, help="AdamW weight decay")
     t.add_argument("--grad-clip", type=nonneg_float, help="gradient-norm clipping (0 = off)")

@@ -12,12 +12,11 @@ search and still writes the best so far.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import os
 from pathlib import Path
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import duration, nonneg_int, positive_int
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -41,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=".plc placement: input positions, and grid/routing settings from its header")
     p.add_argument("--method", choices=["sa", "rl", "both"], default="sa",
                    help="simulated annealing, PPO, or both one after the other (default: sa)")
-    p.add_argument("--budget", default="60s", help="wall time per method, e.g. 90s, 30m, 1h (default 60s)")
+    p.add_argument("--budget", type=duration, default=60.0,
+                   help="wall time per method, e.g. 90s, 30m, 1h (default 60s)")
     p.add_argument("--out", default="placement.plc", help="where to write the best placement (.plc)")
     p.add_argument("--png", default=None, help="also draw the best placement to this PNG")
     p.add_argument("--congestion-map", action="store_true", help="draw the congestion heat map in the PNG")
@@ -61,14 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_routing_options(p)
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="chip_action", metavar="ACTION", required=False, parser_class=type(p))
-    for module in _ACTIONS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(actions)
+    from moeplace.cli import register_modules
+
+    register_modules(actions, _ACTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,12 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.errors import InputError
     from moeplace.place.chip.cost import ProxyCost
     from moeplace.place.chip.plc import write_plc
-    from moeplace.place.search import parse_budget
     from moeplace.utils import markdown_table, print_json_line, seed_everything
 
     if not args.netlist:
         raise InputError("--netlist: required (a netlist file to place)")
-    budget_s = parse_budget(args.budget)
+    budget_s = args.budget
     if args.fd_iterations < 0:
         raise InputError("--fd-iterations: must be >= 0")
     seed_everything(args.seed)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import duration, duration_or_off, nonneg_int, positive_int
 
 # `place device ACTION ...`: each action lives in its own module defining `register(actions)`;
 # without an action, `place device --model ...` places the model.
@@ -39,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(policy gradient alone), rl+ls (RL, then local search), ppo, transfer (the pre-trained "
         "transfer policy: zero-shot, then --finetune-budget of RL); or all",
     )
-    p.add_argument("--budget", default="60s",
+    p.add_argument("--budget", type=duration, default=60.0,
                    help="time per search method (sa, rl, rl+ls, ppo), e.g. 90s, 10m")
     p.add_argument(
         "--rl-config",
@@ -52,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rl starts from this pre-trained transfer policy (a `place device pretrain` "
                    "folder) instead of a fresh seq2seq policy; method transfer uses it too (default: the "
                    "policy shipped in the package)")
-    p.add_argument("--finetune-budget", default="0s",
+    p.add_argument("--finetune-budget", type=duration_or_off, default=0.0,
                    help="with --policy, and for method transfer: RL fine-tuning time after the zero-shot "
                    "placement (default 0s: zero-shot only)")
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
@@ -61,9 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
     p.set_defaults(func=run)
+    from moeplace.cli import register_modules
+
     actions = p.add_subparsers(dest="device_action", metavar="ACTION", required=False, parser_class=type(p))
-    for module in _ACTIONS:
-        importlib.import_module(module).register(actions)
+    register_modules(actions, _ACTIONS)
     c = sub.add_parser(
         "device-calibrate",
         help="compare the simulator's prediction with this CPU",
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.place.device.render import render_timeline
     from moeplace.place.device.rl_config import load_rl_config
     from moeplace.place.device.trace import trace_graph
-    from moeplace.place.search import SearchResult, parse_budget
+    from moeplace.place.search import SearchResult
     from moeplace.utils import atomic_write_text, markdown_table, print_json_line, seed_everything
 
     seed_everything(args.seed)
@@ -146,12 +146,7 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         if m not in METHODS:
             raise InputError(f"--method {m}: unknown method (choose from {', '.join(METHODS)}, all)")
-    budget = parse_budget(args.budget)
-    try:
-        ft = args.finetune_budget.strip()
-        finetune_s = 0.0 if ft in ("0", "0s") else parse_budget(ft)
-    except InputError as e:
-        raise InputError(str(e).replace("--budget", "--finetune-budget", 1)) from None
+    budget, finetune_s = args.budget, args.finetune_budget
     policy = None
     if args.policy is not None or "transfer" in methods:
         from moeplace.place.device.transfer import load_policy, packaged_policy

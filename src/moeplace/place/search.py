@@ -25,15 +25,18 @@ from moeplace.utils import progress as progress_bar
 _BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
 
 
-def parse_budget(text: str) -> float:
-    """Seconds in a budget such as '90s', '30m', '1h', '1.5h' or '120' (plain number = seconds)."""
+def parse_budget(text: str | float, name: str = "--budget", allow_off: bool = False) -> float:
+    """Seconds in a budget such as '90s', '30m', '1h', '1.5h' or '120' (plain number = seconds): the one
+    duration parser of the CLI. With `allow_off`, '0', 'none' and 'off' mean no time budget (0.0)."""
+    if allow_off and str(text).strip().lower() in ("0", "0s", "none", "off"):
+        return 0.0
     m = _BUDGET_RE.match(str(text))
     if m is None:
-        raise InputError(f"--budget: cannot read {text!r}; use e.g. 90s, 30m or 1h")
+        raise InputError(f"{name}: cannot read {text!r}; use e.g. 90s, 30m or 1h")
     unit = (m.group(2) or "s").lower()
     seconds = float(m.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
     if seconds <= 0:
-        raise InputError(f"--budget: must be positive, got {text!r}")
+        raise InputError(f"{name}: must be positive, got {text!r}")
     return seconds
 
 

@@ -1,8 +1,8 @@
 """A netlist without a .plc gets a default canvas that reaches every fixed port."""
 
 from moeplace.data import CHIP_DIR
+from moeplace.place.chip.canvas import default_header
 from moeplace.place.chip.netlist import load_netlist
-from moeplace.place.chip.plc import default_header
 
 
 def test_default_canvas_covers_ports():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from moeplace.errors import InfeasibleError
+from moeplace.place.chip.canvas import default_canvas, default_header
 from moeplace.place.chip.cost import Grid
 from moeplace.place.chip.gridding import (
     GriddingOptions,
@@ -24,7 +25,7 @@ from moeplace.place.chip.gridding import (
     waste_ratio,
 )
 from moeplace.place.chip.netlist import load_netlist
-from moeplace.place.chip.plc import PlcHeader, default_canvas, default_header
+from moeplace.place.chip.plc import PlcHeader
 from moeplace.place.chip.problem import ChipProblem
 
 

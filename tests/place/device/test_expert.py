@@ -26,6 +26,17 @@ def _problem(module: nn.Module, x: torch.Tensor, cluster) -> DevicePlacementProb
     return DevicePlacementProblem(trace_graph(module.to("meta"), (x,)), cluster)
 
 
+class SumLoss(nn.Module):
+    """A network whose output, summed, is the training loss."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).sum()
+
+
 class TwoTowers(nn.Module):
     """Two independent stacks of linear layers joined at the top."""
 
@@ -58,18 +69,8 @@ def test_chain_with_one_heavy_layer_stays_on_one_gpu():
     # a chain has no parallel work in a training step: any split only adds transfers
     layers = [nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4096), nn.ReLU(), nn.Linear(4096, 4096),
               nn.ReLU(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 1)]
-    chain = nn.Sequential(*layers)
-
-    class Loss(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = chain
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x).sum()
-
     gpu = (1e12, 16e9)
-    prob = _problem(Loss(), torch.zeros(256, 256, device="meta"),
+    prob = _problem(SumLoss(nn.Sequential(*layers)), torch.zeros(256, 256, device="meta"),
                     _cluster([("gpu0", *gpu), ("gpu1", *gpu), ("gpu2", *gpu)]))
     p = expert(prob)
     assert len(set(p.tolist())) == 1
@@ -79,17 +80,8 @@ def test_chain_with_one_heavy_layer_stays_on_one_gpu():
 def test_model_that_fits_one_device_only_goes_there():
     # each 4096 x 4096 layer holds 16.8 M parameters x 4 B x (weights + grads + 2 Adam states) = 268 MB:
     # none fits on the two fast 100-MB devices, all fit on the slow 40-GB one
-    model = nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(4)])
-
-    class Loss(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x).sum()
-
-    prob = _problem(Loss(), torch.zeros(64, 4096, device="meta"),
+    net = nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(4)])
+    prob = _problem(SumLoss(net), torch.zeros(64, 4096, device="meta"),
                     _cluster([("fast0", 10e12, 100e6), ("fast1", 10e12, 100e6), ("big", 1e12, 40e9)]))
     p = expert(prob)
     assert set(p.tolist()) == {2}

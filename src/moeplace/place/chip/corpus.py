@@ -181,7 +181,7 @@ class CorpusEntry:
             netlist = load_netlist(self.netlist)
             _refuse_held_out(netlist, self.netlist)
             if self.plc is None:
-                from moeplace.place.chip.plc import default_header
+                from moeplace.place.chip.canvas import default_header
 
                 header = default_header(netlist)
             else:

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from moeplace.errors import InfeasibleError
+from moeplace.place.chip.canvas import default_header
 from moeplace.place.chip.cost import Grid
 from moeplace.place.chip.force_directed import ForceDirected
 from moeplace.place.chip.legality import blockage_rects, blocked_by, coverage, inside_canvas
 from moeplace.place.chip.netlist import Netlist, load_netlist
-from moeplace.place.chip.plc import PlcHeader, default_header, load_placement
+from moeplace.place.chip.plc import PlcHeader, load_placement
 from moeplace.place.chip.proxy import ProxyEvaluator
 from moeplace.place.core import UNPLACED
 
