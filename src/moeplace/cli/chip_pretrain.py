@@ -24,7 +24,7 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", action="append", default=[], metavar="DIR",
                    help="corpus or design folder (repeatable); the shipped samples and ibm01 always join")
     p.add_argument("--no-builtin", action="store_true", help="leave out the shipped samples and ibm01")
-    p.add_argument("--budget", default="2h", help="training wall time in total, e.g. 90s, 30m, 2h (default 2h)")
+    p.add_argument("--budget", default="2h", help="total training time, e.g. 90s, 30m, 2h (default 2h)")
     p.add_argument("--updates", type=positive_int, default=None,
                    help="stop after this many PPO updates in total (default: only the budget)")
     p.add_argument("--out", required=True, help="run folder (policy, checkpoint, metrics, curve)")
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             trainer.save()
             append_jsonl(out / METRICS, record)
             if writer is not None:
-                for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy", "approx_kl"):
+                for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy"):
                     if record[key] is not None:
                         writer.add_scalar(f"pretrain/{key}", record[key], record["step"])
                 writer.add_scalar(f"design/{record['design']}", record["mean_cost"], record["step"])
@@ -129,12 +129,14 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     first = [r["normalised_cost"] for r in records[:len(named)]]
     last = [r["normalised_cost"] for r in records[-len(named):]]
-    print(f"{trainer.updates} updates, {trainer.episodes} episodes, {trainer.elapsed_s:.0f} s; normalised cost "
-          f"first pass {_mean(first):.4f}, last {len(last)} updates {_mean(last):.4f} -> {out}"
+    print(f"{trainer.updates} updates, {trainer.episodes} episodes, {trainer.elapsed_s:.0f} s; "
+          f"normalised cost first pass {_mean(first):.4f}, last {len(last)} updates {_mean(last):.4f} "
+          f"-> {out}"
           + (" (interrupted: continue with --resume)" if interrupted else ""))
     if args.json:
-        print_json_line({"updates": trainer.updates, "episodes": trainer.episodes, "train_s": trainer.elapsed_s,
-                         "designs": len(named), "time": t, "first_pass_normalised": _mean(first),
+        print_json_line({"updates": trainer.updates, "episodes": trainer.episodes,
+                         "train_s": trainer.elapsed_s, "designs": len(named), "time": t,
+                         "first_pass_normalised": _mean(first),
                          "last_normalised": _mean(last), "best": trainer.best, "out": str(out),
                          "interrupted": interrupted})
     return 130 if interrupted else 0

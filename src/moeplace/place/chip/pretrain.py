@@ -84,7 +84,8 @@ class CorpusCollector:
         d = self.design
         if d not in self.envs:
             self.envs[d] = BatchedChipEnv(self.problems[d], self._n_envs, design=d)
-        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.update]).generate_state(1)[0]))
+        seed = int(np.random.SeedSequence([self.seed, self.update]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(seed)
         rollout = RolloutWorker(self.envs[d], self.policy, generator=gen).collect(n_steps)
         if d not in self.scale:
             costs = [e["cost"] for e in rollout.ends]
@@ -108,7 +109,7 @@ def corpus_problems(designs: list[Any], fd_iterations: int) -> list[tuple[str, C
 
 
 class Pretrainer:
-    """A pre-training run in `out`: the policy, PPO, the collector and the counters, saved and resumed whole."""
+    """A pre-training run in `out`: policy, PPO, collector and counters, saved and resumed whole."""
 
     def __init__(self, named: list[tuple[str, ChipProblem]], out: str | Path, config: PretrainConfig) -> None:
         from moeplace.place.chip.agent import PPO_DEFAULTS
@@ -172,12 +173,14 @@ class Pretrainer:
             self.algo.generator.set_state(state["generator"])
             self.algo.num_timesteps = int(state["num_timesteps"])
             self.updates, self.episodes = int(state["updates"]), int(state["episodes"])
-            self.elapsed_s, self.time = float(state["elapsed_s"]), {k: float(v) for k, v in state["time"].items()}
+            self.elapsed_s = float(state["elapsed_s"])
+            self.time = {k: float(v) for k, v in state["time"].items()}
             self.collector.scale = {i: float(s) for i, s in enumerate(state["scale"]) if s is not None}
             self.best = {str(k): float(v) for k, v in state["best"].items()}
             self.algo.episodes = [(int(a), float(b), int(c)) for a, b, c in state["recent"]]
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{file}: checkpoint does not fit this run ({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"{file}: checkpoint does not fit this run ({type(e).__name__}: {e})") \
+                from None
 
     # --- training -------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -188,7 +191,8 @@ class Pretrainer:
         self.collector.select(d, self.updates)
         before = self.collector.rollout_s
         self.algo.config.n_steps = problem.num_nodes  # one rollout = one episode per env
-        self.algo.learn(self.collector.n_envs * problem.num_nodes, progress_bar=False, collector=self.collector)
+        self.algo.learn(self.collector.n_envs * problem.num_nodes, progress_bar=False,
+                        collector=self.collector)
         rollout_s = self.collector.rollout_s - before
         wall = time.perf_counter() - start
         self.time["rollout_s"] += rollout_s
