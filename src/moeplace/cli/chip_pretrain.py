@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         while not done():
             before = trainer.elapsed_s
             record = trainer.step()
+            append_jsonl(out / METRICS, record)  # first: a resume truncates lines past its checkpoint
             trainer.save()
-            append_jsonl(out / METRICS, record)
             if writer is not None:
                 for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy"):
                     if record[key] is not None:
