@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -48,7 +49,12 @@ def test_run_folder_holds_policy_checkpoint_metrics_curve(corpus, tmp_path, caps
     assert {r["design"] for r in records[:2]} == {f"{corpus.name}/design_0000", f"{corpus.name}/design_0001"}
     # first visit of a design: its scale is that rollout's mean cost, so the normalised cost is exactly 1
     assert records[0]["normalised_cost"] == pytest.approx(1.0)
-    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    text = capsys.readouterr().out
+    if importlib.util.find_spec("tensorboard") is not None:  # the optional extra: scalars in tb/
+        assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    else:
+        assert "TensorBoard scalars skipped" in text
+    figures = json.loads(text.strip().splitlines()[-1])
     assert figures["updates"] == 3 and figures["episodes"] == 6  # 2 envs x 3 updates, one episode each
     assert set(figures["time"]) == {"rollout_s", "update_s", "checkpoint_s"}
 
