@@ -1,7 +1,7 @@
 """Chip policy transfer: SA from scratch, PPO from scratch, pre-trained zero-shot, pre-trained + fine-tuned.
 
-On designs the policy never saw in pre-training — Ariane133 (held out from every corpus), ibm01 and
-generated designs of another seed than the pre-training corpus — each method gets the same wall
+On Ariane133 (held out from every corpus), ibm01 (part of every pre-training corpus) and generated
+designs of another seed than the pre-training corpus (never seen), each method gets the same wall
 time (`--budget`, seconds) in this process, one after the other:
 
 - sa: `anneal_chip` (what `place chip --method sa` runs), from the design's input placement;
