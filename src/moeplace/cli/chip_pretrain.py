@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from moeplace.cli.args import nonneg_int, positive_int
+from moeplace.cli.args import duration, nonneg_int, positive_int
 
 
 def register(actions: argparse._SubParsersAction) -> None:
@@ -24,7 +24,8 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", action="append", default=[], metavar="DIR",
                    help="corpus or design folder (repeatable); the shipped samples and ibm01 always join")
     p.add_argument("--no-builtin", action="store_true", help="leave out the shipped samples and ibm01")
-    p.add_argument("--budget", default="2h", help="total training time, e.g. 90s, 30m, 2h (default 2h)")
+    p.add_argument("--budget", type=duration, default=7200.0,
+                   help="total training time, e.g. 90s, 30m, 2h (default 2h)")
     p.add_argument("--updates", type=positive_int, default=None,
                    help="stop after this many PPO updates in total (default: only the budget)")
     p.add_argument("--out", required=True, help="run folder (policy, checkpoint, metrics, curve)")
@@ -66,11 +67,10 @@ def run(args: argparse.Namespace) -> int:
         corpus_problems,
         plot_curve,
     )
-    from moeplace.place.search import parse_budget
     from moeplace.runs import append_jsonl, claim_run_dir, read_jsonl, truncate_jsonl
     from moeplace.utils import markdown_table, print_json_line, progress
 
-    budget_s = parse_budget(args.budget)
+    budget_s = args.budget
     out = claim_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
     if args.resume and not (out / STATE_FILE).is_file():
         from moeplace.errors import InputError
