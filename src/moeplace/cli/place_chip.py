@@ -16,7 +16,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from moeplace.cli.args import duration, nonneg_int, positive_int
+from moeplace.cli.args import duration, duration_or_off, nonneg_int, positive_int
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Circuit Training netlist (.pb.txt, optionally .gz) or Bookshelf .aux (required)")
     p.add_argument("--plc", default=None,
                    help=".plc placement: input positions, and grid/routing settings from its header")
-    p.add_argument("--method", choices=["sa", "rl", "both"], default="sa",
-                   help="simulated annealing, PPO, or both one after the other (default: sa)")
+    p.add_argument("--method", choices=["sa", "rl", "both", "rl+sa"], default="sa",
+                   help="simulated annealing, RL (PPO), both one after the other, or rl+sa (RL for half "
+                        "the budget, then annealing from its best placement) (default: sa)")
     p.add_argument("--budget", type=duration, default=60.0,
                    help="wall time per method, e.g. 90s, 30m, 1h (default 60s)")
     p.add_argument("--out", default="placement.plc", help="where to write the best placement (.plc)")
@@ -56,6 +57,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--collector", choices=["local", "process", "ray"], default="local",
                    help="RL: where rollouts run: this process, 2 worker processes, or 2 Ray actors "
                         "(needs moeplace[ray]) (default local)")
+    p.add_argument("--policy", default="default", metavar="DIR",
+                   help="RL: start from this policy (a folder with policy.safetensors, e.g. a `place chip "
+                        "pretrain` run, or the file): zero-shot rollouts, then PPO fine-tuning; 'default' = "
+                        "the pre-trained policy shipped in the package, 'none' = PPO from scratch")
+    p.add_argument("--finetune-budget", type=duration_or_off, default=None, metavar="T",
+                   help="RL with a policy: fine-tuning wall time, e.g. 0 (zero-shot only), 60s "
+                        "(default: what --budget leaves after the zero-shot rollouts)")
+    p.add_argument("--rl-samples", type=positive_int, default=16,
+                   help="RL with a policy: zero-shot sampled rollouts, best of M (default 16)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
@@ -83,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     netlist, header, settings = load_design(args)
     for line in describe(settings):
         print(line, flush=True)
-    rows, results = [], {}
+    rows, results, phases = [], {}, {}
     terms = ProxyCost(netlist, header).evaluate().as_dict()
     rows.append(_row("input", terms, 1, 0.0))
     best_name, best = None, None
     methods = ["sa", "rl"] if args.method == "both" else [args.method]
     for method in methods:
-        res, problem = _run_method(method, netlist, header, args, budget_s)
+        res, problem = _run_method(method, netlist, header, args, budget_s, phases)
         results[method] = res
         rows.append(_row(method, res.terms, res.evaluations, res.wall_s, res.interrupted))
         if best is None or res.cost < best[0].cost:
@@ -114,12 +124,15 @@ def run(args: argparse.Namespace) -> int:
         render_placement(args.png, placed, header, congestion="max" if args.congestion_map else None,
                          title=f"{Path(args.netlist).name}: {best_name}, proxy {check['proxy']:.4f}")
     print(markdown_table(rows))
+    for line in describe_phases(phases):
+        print(line)
     print(f"best: {best_name} (proxy {check['proxy']:.4f}) -> {args.out}"
           + (f", {args.png}" if args.png else ""))
     if args.json:
         print_json_line({"input": rows[0], **{m: r for m, r in zip(methods, rows[1:])},
                          "best": best_name, "best_proxy": check["proxy"], "out": args.out,
-                         "png": args.png, "hpwl": figures["Wirelength"], "settings": settings})
+                         "png": args.png, "hpwl": figures["Wirelength"], "settings": settings,
+                         "rl_phases": phases or None})
     return 130 if res.interrupted else 0
 
 
@@ -132,7 +145,41 @@ def _row(name: str, terms: dict[str, float], evaluations: int, wall_s: float,
             "evaluations": int(evaluations), "wall_s": round(wall_s, 1)}
 
 
-def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s: float):
+def describe_phases(phases: dict) -> list[str]:
+    """One line on what the RL policy did: its file, zero-shot greedy and best-of-M, fine-tuning."""
+    if "greedy" not in phases:
+        return []
+    g, m = phases["greedy"], phases["sampled"]
+    line = (f"rl from {phases['policy']}: zero-shot greedy {g['proxy']:.4f} ({g['wall_s']:.1f} s), best of "
+            f"{m['samples']} sampled {m['proxy']:.4f} ({m['wall_s']:.1f} s)")
+    f = phases.get("finetuned")
+    line += (f", fine-tuned {f['proxy']:.4f} ({f['episodes']} episodes, {f['wall_s']:.1f} s)" if f
+             else ", no fine-tuning")
+    return [line]
+
+
+def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s: float,
+                phases: dict | None = None):
+    """Build the problem for one method and search; returns (ChipSearchResult, problem)."""
+    if method == "rl+sa":
+        from moeplace.place.chip.anneal import anneal_chip
+        from moeplace.place.chip.problem import ChipProblem
+
+        rl, rl_problem = _run_method("rl", netlist, header, args, budget_s / 2, phases)
+        placed = rl_problem.to_netlist(rl.placement)
+        soft = placed.soft_macros
+        placed.x[soft], placed.y[soft] = rl.soft_x, rl.soft_y
+        problem = ChipProblem(placed, header, orientations=True, soft="fixed", soft_start="input")
+        res = anneal_chip(problem, budget_s=budget_s / 2, seed=args.seed)
+        res.evaluations += rl.evaluations
+        res.wall_s += rl.wall_s
+        res.interrupted = res.interrupted or rl.interrupted
+        return res, problem
+    return _single_method(method, netlist, header, args, budget_s, phases)
+
+
+def _single_method(method: str, netlist, header, args: argparse.Namespace, budget_s: float,
+                   phases: dict | None = None):
     """Build the problem for one method and search; returns (ChipSearchResult, problem)."""
     from moeplace.errors import InputError
     from moeplace.place.chip.problem import ChipProblem
@@ -150,5 +197,26 @@ def _run_method(method: str, netlist, header, args: argparse.Namespace, budget_s
         raise InputError("--rl-envs: must be >= 1")
     if args.collector == "ray" and importlib.util.find_spec("ray") is None:
         raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
-    return train_chip_rl(problem, budget_s=budget_s, seed=args.seed, n_envs=args.rl_envs,
-                         collector=args.collector), problem
+    policy = _load_rl_policy(args.policy)
+    if policy is None:
+        return train_chip_rl(problem, budget_s=budget_s, seed=args.seed, n_envs=args.rl_envs,
+                             collector=args.collector), problem
+    from moeplace.place.chip.transfer import run_pretrained
+
+    # --finetune-budget: None = what --budget leaves after the zero-shot rollouts; 0 = none
+    res, done = run_pretrained(problem, policy, finetune_s=args.finetune_budget, budget_s=budget_s,
+                               samples=args.rl_samples, seed=args.seed, n_envs=args.rl_envs,
+                               collector=args.collector)
+    if phases is not None and done:
+        phases.update(done, policy=args.policy)
+    return res, problem
+
+
+def _load_rl_policy(spec: str):
+    """The ChipPolicy `--policy` names ('default': the shipped one; 'none': None, PPO from scratch)."""
+    from moeplace.place.chip.policy_io import DEFAULT_POLICY, load_policy
+
+    if spec == "none":
+        return None
+    policy, _ = load_policy(DEFAULT_POLICY if spec == "default" else spec)
+    return policy

@@ -99,7 +99,8 @@ def test_cli_bad_rl_envs_exits_2(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_cli_rl_with_worker_processes(tmp_path, capsys) -> None:
     rc = main(["place", "chip", "--netlist", str(TOY / "netlist.pb.txt"), "--plc", str(TOY / "initial.plc"),
-               "--method", "rl", "--collector", "process", "--rl-envs", "4", "--budget", "3s",
+               "--method", "rl", "--policy", "none", "--collector", "process", "--rl-envs", "4",
+               "--budget", "3s",
                "--out", str(tmp_path / "o.plc"), "--json"])
     assert rc == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

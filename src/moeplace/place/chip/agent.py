@@ -61,8 +61,11 @@ def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any,
 def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_episodes: int | None = None,
                   seed: int = 0, hidden: int = 64, rounds: int = 3, channels: int = 8, n_envs: int = 16,
                   collector: str = "local", workers: int = 2, progress: bool = True,
-                  **ppo_hparams) -> ChipSearchResult:
-    """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement."""
+                  init_weights: dict | None = None, **ppo_hparams) -> ChipSearchResult:
+    """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement.
+
+    `init_weights` (a ChipPolicy state dict of the same hidden/rounds/channels, e.g. a pre-trained
+    policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning)."""
     if problem.orientations or problem.soft != "fd":
         raise ValueError("train_chip_rl needs a ChipProblem with orientations=False and soft='fd'")
     if problem.num_nodes == 0:
@@ -77,6 +80,8 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
     policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels)
     policy = policy_fn()
+    if init_weights is not None:
+        policy.load_state_dict(init_weights)
     hp = dict(PPO_DEFAULTS, n_steps=problem.num_nodes, seed=seed)
     hp.update(ppo_hparams)
     algo = PPO(policy, None, **hp)

@@ -1,0 +1,110 @@
+"""Chip policy transfer: SA from scratch, PPO from scratch, pre-trained zero-shot, pre-trained + fine-tuned.
+
+On Ariane133 (held out from every corpus), ibm01 (part of every pre-training corpus) and generated
+designs of another seed than the pre-training corpus (never seen), each method gets the same wall
+time (`--budget`, seconds) in this process, one after the other:
+
+- sa: `anneal_chip` (what `place chip --method sa` runs), from the design's input placement;
+- ppo: `train_chip_rl` from a fresh ChipPolicy (`--method rl --policy none`);
+- zero-shot: the pre-trained policy's greedy episode and the best of 16 sampled ones (seconds, not
+  the budget);
+- fine-tuned: zero-shot, then PPO from the pre-trained weights for the rest of the budget
+  (`--method rl`, the default).
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/chip_transfer.py --budget 25 [--policy DIR] [--generated 2]
+
+Prints one row per design and method (proxy cost, ratio to SA's, episodes/evaluations, wall time)
+and the input placement's cost, and ends with one JSON line of every figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: tiny matrices, BLAS threads only spin
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from moeplace.data import CHIP_DIR  # noqa: E402
+from moeplace.place.chip.agent import train_chip_rl  # noqa: E402
+from moeplace.place.chip.anneal import anneal_chip  # noqa: E402
+from moeplace.place.chip.corpus import builtin_entries, generate_corpus, load_corpus  # noqa: E402
+from moeplace.place.chip.cost import ProxyCost  # noqa: E402
+from moeplace.place.chip.netlist import load_netlist  # noqa: E402
+from moeplace.place.chip.plc import load_placement  # noqa: E402
+from moeplace.place.chip.policy_io import DEFAULT_POLICY, load_policy  # noqa: E402
+from moeplace.place.chip.problem import ChipProblem  # noqa: E402
+from moeplace.place.chip.transfer import run_pretrained  # noqa: E402
+from moeplace.utils import markdown_table, print_json_line, seed_everything  # noqa: E402
+
+
+def designs(generated: int, seed: int, tmp: str) -> list[tuple[str, object, object]]:
+    """(name, netlist, header) of Ariane133, ibm01 and `generated` designs of seed `seed`."""
+    a = CHIP_DIR / "ariane133"
+    netlist = load_netlist(a / "netlist.pb.txt.gz")
+    out = [("ariane133 (held out)", netlist, load_placement(netlist, a / "legalized.plc"))]
+    ibm = next(e for e in builtin_entries() if e.name == "ibm01").load()
+    out.append(("ibm01", ibm.netlist, ibm.header))
+    if generated:
+        generate_corpus(tmp, generated, seed=seed, show_progress=False)
+        for d in load_corpus([tmp], builtin=False):
+            out.append((f"generated seed {seed}/{d.name.split('/')[-1]}", d.netlist, d.header))
+    return out
+
+
+def main() -> None:
+    """Run the four methods on every design, print the table, end with the JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=25.0, help="wall seconds per method and design")
+    ap.add_argument("--policy", default=str(DEFAULT_POLICY),
+                    help="pre-trained policy (default: the shipped one)")
+    ap.add_argument("--generated", type=int, default=2, help="generated held-out designs")
+    ap.add_argument("--generated-seed", type=int, default=1000,
+                    help="their corpus seed (pre-training used 0)")
+    ap.add_argument("--samples", type=int, default=16, help="zero-shot sampled episodes")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")
+    seed_everything(args.seed)
+    rows, figures = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        todo = designs(args.generated, args.generated_seed, tmp)
+    warm = ChipProblem(todo[-1][1], todo[-1][2], soft="fd", fd_iterations=10)
+    train_chip_rl(warm, max_episodes=2, n_envs=2, progress=False)  # one-time costs (numba, lazy imports)
+    for name, netlist, header in todo:
+        ref = ProxyCost(netlist, header).evaluate().as_dict()["proxy"]
+        results = {}
+        sa_problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="input")
+        res = anneal_chip(sa_problem, budget_s=args.budget, seed=args.seed, progress=False)
+        results["sa"] = (res.cost, res.evaluations, res.wall_s)
+        rl_problem = ChipProblem(netlist, header, soft="fd", fd_iterations=10)
+        res = train_chip_rl(rl_problem, budget_s=args.budget, seed=args.seed, progress=False)
+        results["ppo"] = (res.cost, res.evaluations, res.wall_s)
+        policy, _ = load_policy(args.policy)
+        start = time.perf_counter()
+        res, _ = run_pretrained(rl_problem, policy, finetune_s=0.0, samples=args.samples, seed=args.seed)
+        results["zero-shot"] = (res.cost, res.evaluations, time.perf_counter() - start)
+        policy, _ = load_policy(args.policy)
+        res, phases = run_pretrained(rl_problem, policy, budget_s=args.budget, samples=args.samples,
+                                     seed=args.seed, progress=False)
+        results["fine-tuned"] = (res.cost, res.evaluations, res.wall_s)
+        sa = results["sa"][0]
+        for method, (cost, evals, wall) in results.items():
+            rows.append({"design": name, "method": method, "proxy": round(cost, 4),
+                         "vs_sa": round(cost / sa, 4), "evaluations": evals, "wall_s": round(wall, 1),
+                         "input_proxy": round(ref, 4)})
+        figures[name] = {"input_proxy": ref, "hard_macros": rl_problem.num_nodes,
+                         **{m: {"proxy": c, "evaluations": e, "wall_s": w}
+                            for m, (c, e, w) in results.items()},
+                         "fine_tuned_phases": phases}
+        print(markdown_table(rows[-4:]), flush=True)
+    print()
+    print(markdown_table(rows))
+    print_json_line({"budget_s": args.budget, "policy": args.policy, "samples": args.samples,
+                     "designs": figures})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""`moeplace place chip pretrain`: pre-train one chip placement policy with PPO over a corpus of designs.
+
+    moeplace place chip pretrain --corpus corpus/ --budget 2h --out runs/pretrain --seed 0
+
+The corpus folders (`place chip generate` output or single design folders) join the shipped Circuit
+Training samples and ibm01 (never Ariane133, the held-out design). Writes into --out: policy.safetensors
+(+ .json: what `place chip --method rl --policy DIR` loads), checkpoint.safetensors (the full state,
+for --resume), metrics.jsonl (one line per update), learning_curve.png and, when TensorBoard is
+installed, TensorBoard scalars in tb/. Ctrl-C stops after the last finished update; --resume continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from moeplace.cli.args import duration, nonneg_int, positive_int
+
+
+def register(actions: argparse._SubParsersAction) -> None:
+    """Register `place chip pretrain`."""
+    p = actions.add_parser("pretrain", help="pre-train a placement policy over a corpus of designs",
+                           description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", action="append", default=[], metavar="DIR",
+                   help="corpus or design folder (repeatable); the shipped samples and ibm01 always join")
+    p.add_argument("--no-builtin", action="store_true", help="leave out the shipped samples and ibm01")
+    p.add_argument("--budget", type=duration, default=7200.0,
+                   help="total training time, e.g. 90s, 30m, 2h (default 2h)")
+    p.add_argument("--updates", type=positive_int, default=None,
+                   help="stop after this many PPO updates in total (default: only the budget)")
+    p.add_argument("--out", required=True, help="run folder (policy, checkpoint, metrics, curve)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--envs", type=positive_int, default=16, help="episodes per rollout (default 16)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="policy width (default 64)")
+    p.add_argument("--channels", type=positive_int, default=8, help="policy conv channels (default 8)")
+    p.add_argument("--fd-iterations", type=nonneg_int, default=10,
+                   help="force-directed iterations for the soft macros after each episode (default 10)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    p.set_defaults(func=run)
+
+
+def _tensorboard(out) -> object | None:
+    """A SummaryWriter into out/tb, or None (with a note) when TensorBoard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("note: TensorBoard scalars skipped (pip install tensorboard to get them)", flush=True)
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the corpus, train until the budget or --updates, write the run folder, print a summary."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import torch
+
+    from moeplace.place.chip.corpus import load_corpus
+    from moeplace.place.chip.pretrain import (
+        CURVE,
+        METRICS,
+        RUN_FILES,
+        STATE_FILE,
+        PretrainConfig,
+        Pretrainer,
+        corpus_problems,
+        plot_curve,
+    )
+    from moeplace.runs import append_jsonl, claim_run_dir, read_jsonl, truncate_jsonl
+    from moeplace.utils import markdown_table, print_json_line, progress
+
+    budget_s = args.budget
+    out = claim_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
+    if args.resume and not (out / STATE_FILE).is_file():
+        from moeplace.errors import InputError
+
+        raise InputError(f"--resume: {out / STATE_FILE} not found (nothing to continue)")
+    designs = load_corpus(args.corpus, builtin=not args.no_builtin)
+    named = corpus_problems(designs, args.fd_iterations)
+    config = PretrainConfig(seed=args.seed, n_envs=args.envs, hidden=args.hidden, channels=args.channels,
+                            fd_iterations=args.fd_iterations)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
+    trainer = Pretrainer(named, out, config)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        trainer.restore()
+        truncate_jsonl(out / METRICS, trainer.updates)
+    print(f"corpus: {len(named)} designs, {min(p.num_nodes for _, p in named)} to "
+          f"{max(p.num_nodes for _, p in named)} hard macros; budget {budget_s:g} s"
+          + (f", from update {trainer.updates} ({trainer.elapsed_s:.0f} s done)" if args.resume else ""),
+          flush=True)
+    writer = _tensorboard(out)
+    interrupted = False
+
+    def done() -> bool:
+        return trainer.elapsed_s >= budget_s or (args.updates is not None and trainer.updates >= args.updates)
+
+    bar = progress(total=round(budget_s), desc="pretrain", unit="s", initial=min(round(trainer.elapsed_s),
+                                                                                round(budget_s)))
+    try:
+        while not done():
+            before = trainer.elapsed_s
+            record = trainer.step()
+            append_jsonl(out / METRICS, record)  # first: a resume truncates lines past its checkpoint
+            trainer.save()
+            if writer is not None:
+                for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy"):
+                    if record[key] is not None:
+                        writer.add_scalar(f"pretrain/{key}", record[key], record["step"])
+                writer.add_scalar(f"design/{record['design']}", record["mean_cost"], record["step"])
+            bar.update(min(round(trainer.elapsed_s), round(budget_s)) - min(round(before), round(budget_s)))
+            bar.set_postfix(update=trainer.updates, design=record["design"][-12:],
+                            norm=f"{record['normalised_cost']:.3f}", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+        if writer is not None:
+            writer.close()
+    records = read_jsonl(out / METRICS)
+    plot_curve(records, out / CURVE)
+    t = trainer.time
+    total = max(t["rollout_s"] + t["update_s"] + t["checkpoint_s"], 1e-9)
+    rows = [{"part": k.removesuffix("_s"), "seconds": round(v, 1), "share": round(v / total, 3)}
+            for k, v in t.items()]
+    print(markdown_table(rows))
+    first = [r["normalised_cost"] for r in records[:len(named)]]
+    last = [r["normalised_cost"] for r in records[-len(named):]]
+    print(f"{trainer.updates} updates, {trainer.episodes} episodes, {trainer.elapsed_s:.0f} s; "
+          f"normalised cost first pass {_mean(first):.4f}, last {len(last)} updates {_mean(last):.4f} "
+          f"-> {out}"
+          + (" (interrupted: continue with --resume)" if interrupted else ""))
+    if args.json:
+        print_json_line({"updates": trainer.updates, "episodes": trainer.episodes,
+                         "train_s": trainer.elapsed_s, "designs": len(named), "time": t,
+                         "first_pass_normalised": _mean(first),
+                         "last_normalised": _mean(last), "best": trainer.best, "out": str(out),
+                         "interrupted": interrupted})
+    return 130 if interrupted else 0
+
+
+def _mean(values: list) -> float:
+    """Mean of the non-null values (nan if none)."""
+    v = [float(x) for x in values if x is not None]
+    return sum(v) / len(v) if v else float("nan")

@@ -1,0 +1,240 @@
+"""Pre-training one ChipPolicy over a corpus of designs with moeplace.rl's PPO (one trainer for all).
+
+Each update picks one design (a seeded shuffle of the corpus per pass, so every design is visited
+once per pass), rolls out `n_envs` whole episodes of it (BatchedChipEnv through `CorpusCollector`)
+and runs one `PPO.update` on them: a minibatch always holds one design. Rewards are −proxy divided
+by the design's scale (the mean cost of its first rollout), so designs of different sizes weigh
+alike; the logged "normalised cost" is the same ratio. After every update the run folder gets the
+full training state (checkpoint.safetensors: weights, optimizer, generator, counters, scales) and
+the policy alone (policy.safetensors), both atomically, and one metrics.jsonl line; a run stopped by
+Ctrl-C resumes from its last update and repeats the uninterrupted run exactly (each rollout starts
+fresh episodes with a sampling generator seeded from the seed and the update number).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from moeplace.errors import CheckpointError, InputError
+from moeplace.place.chip.policy_io import POLICY_FILE, arch_of, save_policy
+from moeplace.place.chip.problem import ChipProblem
+from moeplace.rl.rollout import Rollout, RolloutWorker
+
+STATE_FILE, METRICS, CURVE, TB_DIR = "checkpoint.safetensors", "metrics.jsonl", "learning_curve.png", "tb"
+RUN_FILES = (STATE_FILE, "checkpoint.json", POLICY_FILE, "policy.json", METRICS, CURVE, TB_DIR)
+STATE_FORMAT = "moeplace-chip-pretrain"
+
+
+@dataclass
+class PretrainConfig:
+    """What a pre-training run is (saved in its checkpoint; a resumed run keeps it)."""
+
+    seed: int = 0
+    n_envs: int = 16
+    hidden: int = 64
+    rounds: int = 3
+    channels: int = 8
+    fd_iterations: int = 10
+    ppo: dict[str, Any] = field(default_factory=dict)
+
+
+def design_order(seed: int, update: int, count: int) -> int:
+    """The design of update `update`: pass `update // count` visits the designs in a seeded shuffle."""
+    perm = np.random.default_rng([seed, update // count]).permutation(count)
+    return int(perm[update % count])
+
+
+class CorpusCollector:
+    """Rollouts of one corpus design at a time, in this process (the rl.collectors interface).
+
+    One policy copy has every design registered (design id = corpus index); each design's
+    BatchedChipEnv is built on first use. `select(design, update)` picks what the next `collect`
+    rolls out; its episodes start fresh and sample from a generator seeded by (seed, update).
+    """
+
+    def __init__(self, problems: list[ChipProblem], policy: torch.nn.Module, n_envs: int, seed: int) -> None:
+        self.problems, self.policy, self._n_envs, self.seed = problems, policy, n_envs, seed
+        self.envs: dict[int, Any] = {}
+        self.scale: dict[int, float] = {}
+        self.design, self.update = 0, 0
+        self.rollout_s = 0.0
+
+    @property
+    def n_envs(self) -> int:
+        """Episodes per rollout."""
+        return self._n_envs
+
+    def select(self, design: int, update: int) -> None:
+        """Roll out `design` next, for update number `update`."""
+        self.design, self.update = design, update
+
+    def collect(self, weights: dict[str, torch.Tensor], n_steps: int) -> Rollout:
+        """`n_steps` steps of fresh episodes of the selected design; rewards divided by its scale."""
+        from moeplace.place.chip.batched import BatchedChipEnv
+
+        start = time.perf_counter()
+        self.policy.load_state_dict(weights)
+        d = self.design
+        if d not in self.envs:
+            self.envs[d] = BatchedChipEnv(self.problems[d], self._n_envs, design=d)
+        seed = int(np.random.SeedSequence([self.seed, self.update]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(seed)
+        rollout = RolloutWorker(self.envs[d], self.policy, generator=gen).collect(n_steps)
+        if d not in self.scale:
+            costs = [e["cost"] for e in rollout.ends]
+            self.scale[d] = float(np.mean(costs)) if costs else 1.0
+        rollout.rewards /= self.scale[d]
+        self.rollout_s += time.perf_counter() - start
+        return rollout
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+def corpus_problems(designs: list[Any], fd_iterations: int) -> list[tuple[str, ChipProblem]]:
+    """(name, ChipProblem for RL) of every corpus design with at least one movable hard macro."""
+    out = []
+    for d in designs:
+        p = ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=fd_iterations)
+        if p.num_nodes > 0:
+            out.append((d.name, p))
+    return out
+
+
+class Pretrainer:
+    """A pre-training run in `out`: policy, PPO, collector and counters, saved and resumed whole."""
+
+    def __init__(self, named: list[tuple[str, ChipProblem]], out: str | Path, config: PretrainConfig) -> None:
+        from moeplace.place.chip.agent import PPO_DEFAULTS
+        from moeplace.place.chip.policy import ChipPolicy
+        from moeplace.rl import PPO
+
+        if not named:
+            raise InputError("--corpus: no design with a movable hard macro to train on")
+        self.names = [n for n, _ in named]
+        self.problems = [p for _, p in named]
+        self.out, self.config = Path(out), config
+        torch.manual_seed(config.seed)
+        self.policy = ChipPolicy(config.hidden, config.rounds, config.channels)
+        roll_policy = ChipPolicy(config.hidden, config.rounds, config.channels)
+        for p in self.problems:
+            self.policy.add_design(p)
+            roll_policy.add_design(p)
+        hp = dict(PPO_DEFAULTS, seed=config.seed)
+        hp.update(config.ppo)
+        self.algo = PPO(self.policy, None, **hp)
+        self.collector = CorpusCollector(self.problems, roll_policy, config.n_envs, config.seed)
+        self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
+        self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
+        self.best: dict[str, float] = {}
+
+    # --- state ----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs, as checkpoint state."""
+        return {"format": STATE_FORMAT, "version": 1, "config": asdict(self.config), "designs": self.names,
+                "arch": arch_of(self.policy), "policy": dict(self.policy.state_dict()),
+                "optimizer": self.algo.optimizer.state_dict(), "generator": self.algo.generator.get_state(),
+                "num_timesteps": self.algo.num_timesteps, "updates": self.updates, "episodes": self.episodes,
+                "elapsed_s": self.elapsed_s, "time": dict(self.time),
+                "scale": [self.collector.scale.get(i) for i in range(len(self.names))],
+                "best": dict(self.best), "recent": [list(e) for e in self.algo.episodes[-20:]]}
+
+    def save(self) -> None:
+        """Write checkpoint.safetensors and policy.safetensors (atomically)."""
+        start = time.perf_counter()
+        save_checkpoint(self.out / STATE_FILE, self.state())
+        save_policy(self.out, self.policy, {"by": "moeplace place chip pretrain", "updates": self.updates,
+                                            "episodes": self.episodes, "train_s": round(self.elapsed_s, 1),
+                                            "designs": len(self.names), "seed": self.config.seed})
+        self.time["checkpoint_s"] += time.perf_counter() - start
+
+    def restore(self) -> None:
+        """Load the run folder's checkpoint (the same corpus and settings, or CheckpointError/InputError)."""
+        file = self.out / STATE_FILE
+        state = load_checkpoint(file)
+        if state.get("format") != STATE_FORMAT or state.get("version") != 1:
+            raise CheckpointError(f"{file}: not a chip pre-training checkpoint of this version")
+        if state.get("designs") != self.names:
+            raise InputError(f"--corpus: the designs differ from those of the run in {self.out} "
+                             f"({len(state.get('designs') or [])} there, {len(self.names)} given)")
+        if state.get("config") != asdict(self.config):
+            raise InputError(f"--resume: the run in {self.out} was started with other settings "
+                             f"({state.get('config')}); resume it with the same ones")
+        try:
+            load_model_state(self.policy, state["policy"], source=str(file))
+            self.algo.optimizer.load_state_dict(state["optimizer"])
+            self.algo.generator.set_state(state["generator"])
+            self.algo.num_timesteps = int(state["num_timesteps"])
+            self.updates, self.episodes = int(state["updates"]), int(state["episodes"])
+            self.elapsed_s = float(state["elapsed_s"])
+            self.time = {k: float(v) for k, v in state["time"].items()}
+            self.collector.scale = {i: float(s) for i, s in enumerate(state["scale"]) if s is not None}
+            self.best = {str(k): float(v) for k, v in state["best"].items()}
+            self.algo.episodes = [(int(a), float(b), int(c)) for a, b, c in state["recent"]]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{file}: checkpoint does not fit this run ({type(e).__name__}: {e})") \
+                from None
+
+    # --- training -------------------------------------------------------------------------------
+    def step(self) -> dict[str, Any]:
+        """One update on the next design of the order; returns its metrics record."""
+        start = time.perf_counter()
+        d = design_order(self.config.seed, self.updates, len(self.problems))
+        problem = self.problems[d]
+        self.collector.select(d, self.updates)
+        before = self.collector.rollout_s
+        self.algo.config.n_steps = problem.num_nodes  # one rollout = one episode per env
+        self.algo.learn(self.collector.n_envs * problem.num_nodes, progress_bar=False,
+                        collector=self.collector)
+        rollout_s = self.collector.rollout_s - before
+        wall = time.perf_counter() - start
+        self.time["rollout_s"] += rollout_s
+        self.time["update_s"] += wall - rollout_s
+        costs = [e["cost"] for e in self.algo.last_rollout.ends]
+        name = self.names[d]
+        if costs:
+            self.best[name] = min(self.best.get(name, float("inf")), min(costs))
+        self.updates += 1
+        self.episodes += len(costs)
+        self.elapsed_s += wall
+        stats = self.algo.history[-1]
+        mean = float(np.mean(costs)) if costs else float("nan")
+        return {"step": self.updates, "design": name, "hard_macros": problem.num_nodes,
+                "episodes": self.episodes, "elapsed_s": round(self.elapsed_s, 3),
+                "mean_cost": mean, "min_cost": min(costs) if costs else None,
+                "normalised_cost": mean / self.collector.scale[d], "rollout_s": round(rollout_s, 3),
+                "update_s": round(wall - rollout_s, 3),
+                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}}
+
+
+def plot_curve(records: list[dict[str, Any]], path: str | Path, window: int = 20) -> None:
+    """Normalised cost (mean episode cost / the design's first-rollout mean) against training minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moeplace.utils import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    t = np.array([r["elapsed_s"] for r in records], dtype=float) / 60
+    y = np.array([r["normalised_cost"] if r["normalised_cost"] is not None else np.nan for r in records])
+    if len(y):
+        ax.plot(t, y, ".", ms=3, alpha=0.4, color="tab:blue", label="one update (one design)")
+        w = max(1, min(window, len(y)))
+        ax.plot(t[w - 1:], np.convolve(np.nan_to_num(y, nan=1.0), np.ones(w) / w, mode="valid"),
+                color="tab:blue", lw=2, label=f"mean of last {w}")
+    ax.axhline(1.0, color="gray", ls="--", lw=1, label="first visit of each design")
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("normalised proxy cost (lower is better)")
+    ax.set_title("chip policy pre-training")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    save_figure(fig, path)

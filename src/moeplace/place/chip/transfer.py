@@ -1,0 +1,104 @@
+"""Using a pre-trained chip policy on a new design: zero-shot rollouts, then PPO fine-tuning.
+
+Zero-shot is one greedy episode (the most likely cell at every step) and the best of `samples`
+sampled episodes, stepped together in one BatchedChipEnv; no weight changes. Fine-tuning continues
+PPO (train_chip_rl) from the policy's weights on the new design for its own budget. The result is
+the cheapest placement of the three, as the one ChipSearchResult every method returns, and a
+dict of what each phase found and how long it took.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from moeplace.place.chip.anneal import ChipSearchResult, soft_only
+from moeplace.place.chip.problem import ChipProblem
+from moeplace.rl.distributions import MaskedCategorical
+from moeplace.rl.vec import obs_to_tensor
+
+
+@torch.no_grad()
+def policy_episodes(problem: ChipProblem, policy: Any, n: int, greedy: bool, seed: int = 0
+                    ) -> list[dict[str, Any]]:
+    """`n` episodes of `policy` on `problem` stepped together; their episode_end records (cost, placement)."""
+    from moeplace.place.chip.batched import BatchedChipEnv
+
+    design = policy.add_design(problem)
+    env = BatchedChipEnv(problem, n, design=design)
+    gen = torch.Generator().manual_seed(seed)
+    obs, _ = env.reset()
+    ends: list[dict[str, Any]] = []
+    for _ in range(problem.num_nodes):
+        obs_t = obs_to_tensor(obs)
+        logits, _ = policy(obs_t)
+        dist = MaskedCategorical(logits, torch.as_tensor(obs["action_mask"]).bool())
+        action = dist.mode if greedy else dist.sample(gen)
+        obs, _, _, _, info = env.step(action.numpy())
+        ends.extend(info.get("episode_end", ()))
+        if len(ends) >= n:
+            break
+    return ends[:n]
+
+
+def _result(problem: ChipProblem, placement: np.ndarray, evaluations: int, wall_s: float,
+            history: list, interrupted: bool = False) -> ChipSearchResult:
+    """A ChipSearchResult for a hard-macro placement (soft macros by force-directed placement)."""
+    x, y, _ = problem.place_soft(placement)
+    soft = problem.netlist.soft_macros
+    return ChipSearchResult(placement, x[soft].copy(), y[soft].copy(), problem.terms(placement), evaluations,
+                            wall_s, history, interrupted)
+
+
+def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | None = None,
+                   budget_s: float | None = None, samples: int = 16,
+                   seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True
+                   ) -> tuple[ChipSearchResult, dict[str, Any]]:
+    """Zero-shot (greedy, best of `samples`) then `finetune_s` seconds of PPO from the policy's weights
+    (None: what `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning)."""
+    if problem.num_nodes == 0:
+        return soft_only(problem, problem.fd_iterations), {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        greedy = policy_episodes(problem, policy, 1, greedy=True)[0]
+        t1 = time.perf_counter()
+        sampled = policy_episodes(problem, policy, samples, greedy=False, seed=seed)
+        t2 = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+    best_sample = min(sampled, key=lambda e: e["cost"])
+    phases: dict[str, Any] = {
+        "greedy": {"proxy": greedy["cost"], "wall_s": t1 - t0},
+        "sampled": {"proxy": best_sample["cost"], "samples": samples, "wall_s": t2 - t1}}
+    candidates = [(greedy["cost"], greedy["placement"]), (best_sample["cost"], best_sample["placement"])]
+    history = [(1, t1 - start, greedy["cost"])]
+    if best_sample["cost"] < greedy["cost"]:
+        history.append((1 + samples, t2 - start, best_sample["cost"]))
+    evaluations, interrupted = 1 + samples, False
+    if finetune_s is None:
+        finetune_s = max(0.0, (budget_s or 0.0) - (time.perf_counter() - start))
+    if finetune_s >= 1.0:
+        from moeplace.place.chip.agent import train_chip_rl
+
+        arch = {"hidden": policy.hidden, "rounds": policy.rounds, "channels": policy.channels}
+        tuned = train_chip_rl(problem, budget_s=finetune_s, seed=seed, n_envs=n_envs, collector=collector,
+                              progress=progress, init_weights=dict(policy.state_dict()), **arch)
+        phases["finetuned"] = {"proxy": tuned.cost, "episodes": tuned.evaluations, "wall_s": tuned.wall_s}
+        off = time.perf_counter() - start - tuned.wall_s
+        best = min(c for c, _ in candidates)
+        for e, sec, c in tuned.history:  # fine-tuning's improvements on the zero-shot best
+            if c < best:
+                history.append((evaluations + e, off + sec, c))
+                best = c
+        candidates.append((tuned.cost, tuned.placement))
+        evaluations += tuned.evaluations
+        interrupted = tuned.interrupted
+    _, placement = min(candidates, key=lambda c: c[0])
+    return _result(problem, np.asarray(placement), evaluations, time.perf_counter() - start, history,
+                   interrupted), phases
