@@ -88,24 +88,35 @@ def ariane(budget_s: float, seed: int) -> tuple[list[dict], dict]:
     rows.append(row("SA from reference", sa.terms, sa.evaluations, sa.wall_s))
     print(markdown_table(rows[-1:]), flush=True)
 
-    problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="center")
-    start = random_rollout(problem, np.random.default_rng(seed))
-    sa0 = anneal_chip(problem, budget_s=budget_s, seed=seed, init=start)
-    assert problem.is_legal(sa0.placement)
-    rows.append(row("SA from scratch", sa0.terms, sa0.evaluations, sa0.wall_s))
-    print(markdown_table(rows[-1:]), flush=True)
-
-    problem = ChipProblem(netlist, header, soft="fd", fd_iterations=10)
-    rl = train_chip_rl(problem, budget_s=budget_s, seed=seed)
-    assert problem.is_legal(rl.placement)
-    rows.append(row("RL (PPO) from scratch", rl.terms, rl.evaluations, rl.wall_s))
-    print(markdown_table(rows[-1:]), flush=True)
+    sa0 = _sa_from_scratch(netlist, header, budget_s, seed, rows)
+    rl = _rl_from_scratch(netlist, header, budget_s, seed, rows)
     best = min(sa.cost, sa0.cost, rl.cost)
     figures = {"reference_proxy": ref["proxy"], "sa_proxy": sa.cost, "sa_scratch_proxy": sa0.cost,
                "rl_proxy": rl.cost, "sa_evaluations": sa.evaluations,
                "sa_scratch_evaluations": sa0.evaluations, "rl_evaluations": rl.evaluations,
                "best_proxy": best, "best_over_reference": best / ref["proxy"]}
     return rows, figures
+
+
+def _sa_from_scratch(netlist, header, budget_s: float, seed: int, rows: list[dict]):
+    """Simulated annealing from a random legal placement (soft macros from the centre); adds its row."""
+    problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="center")
+    start = random_rollout(problem, np.random.default_rng(seed))
+    res = anneal_chip(problem, budget_s=budget_s, seed=seed, init=start)
+    assert problem.is_legal(res.placement)
+    rows.append(row("SA from scratch", res.terms, res.evaluations, res.wall_s))
+    print(markdown_table(rows[-1:]), flush=True)
+    return res
+
+
+def _rl_from_scratch(netlist, header, budget_s: float, seed: int, rows: list[dict]):
+    """PPO from an untrained policy (no `init_weights`); adds its row."""
+    problem = ChipProblem(netlist, header, soft="fd", fd_iterations=10)
+    res = train_chip_rl(problem, budget_s=budget_s, seed=seed)
+    assert problem.is_legal(res.placement)
+    rows.append(row("RL (PPO) from scratch", res.terms, res.evaluations, res.wall_s))
+    print(markdown_table(rows[-1:]), flush=True)
+    return res
 
 
 def ariane_published(budget_s: float, seed: int, rl: bool = True) -> tuple[list[dict], dict]:
@@ -115,21 +126,12 @@ def ariane_published(budget_s: float, seed: int, rl: bool = True) -> tuple[list[
     header = preset(load_placement(netlist, path / "legalized.plc"), "tilos")
     ref = ProxyCost(netlist, header).evaluate().as_dict()
     rows = [row("reference (legalized.plc)", ref, 1, 0.0)]
-    problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="center")
-    start = random_rollout(problem, np.random.default_rng(seed))
-    sa = anneal_chip(problem, budget_s=budget_s, seed=seed, init=start)
-    assert problem.is_legal(sa.placement)
-    rows.append(row("SA from scratch", sa.terms, sa.evaluations, sa.wall_s))
-    print(markdown_table(rows[-1:]), flush=True)
+    sa = _sa_from_scratch(netlist, header, budget_s, seed, rows)
     figures = {"published_settings": "tilos: placement-grid congestion, smoothing 2, weights 1/0.5/0.5",
                "published_reference_proxy": ref["proxy"], "published_sa_scratch_proxy": sa.cost,
                "published_sa_scratch_evaluations": sa.evaluations}
     if rl:
-        problem = ChipProblem(netlist, header, soft="fd", fd_iterations=10)
-        res = train_chip_rl(problem, budget_s=budget_s, seed=seed)
-        assert problem.is_legal(res.placement)
-        rows.append(row("RL (PPO) from scratch", res.terms, res.evaluations, res.wall_s))
-        print(markdown_table(rows[-1:]), flush=True)
+        res = _rl_from_scratch(netlist, header, budget_s, seed, rows)
         figures.update(published_rl_proxy=res.cost, published_rl_evaluations=res.evaluations)
     return rows, figures
 
