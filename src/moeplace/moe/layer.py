@@ -1,6 +1,8 @@
 """The MoE layer: route, sort assignments by expert, run each expert on its contiguous segment, combine.
 
 No one-hot [tokens, experts, capacity] tensors: dispatch memory is linear in the number of tokens.
+With a static capacity (a capacity factor, or expert choice) on CUDA the layer uses the slot layout of
+`moe.padded` instead: one batched matmul per expert matrix and no host synchronisation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from torch import Tensor, nn
 from moeplace.errors import NonFiniteError
 from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
-from moeplace.moe.routing import ROUTERS, Router, Routing
+from moeplace.moe.padded import SlotDispatch, padded_moe, slot_by_expert
+from moeplace.moe.routing import ROUTERS, ExpertChoiceRouter, Router, Routing
+
+DISPATCHES = ("auto", "sorted", "padded")
 
 
 def _cv(x: Tensor) -> Tensor:
@@ -52,7 +57,8 @@ class MoEModule(nn.Module):
         if self.check_finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise NonFiniteError("x contains NaN or infinite values")
 
-    def _record(self, routing: Routing, dispatch: Dispatch, importance: Tensor | None = None) -> None:
+    def _record(self, routing: Routing, dispatch: Dispatch | SlotDispatch,
+                importance: Tensor | None = None) -> None:
         routed = dispatch.routed_per_expert.float()
         if routing.capacity_applies:
             dropped = dispatch.num_dropped.float() / max(routing.token_index.numel(), 1)
@@ -86,13 +92,17 @@ class MoE(MoEModule):
     ceil(cf · T·k / E) assignments and the overflow is dropped (its share of the output is zero).
     num_shared_experts adds always-on experts; expert_granularity=m splits every expert into m experts of
     hidden d_hidden/m and activates k·m of them (DeepSeekMoE fine-grained experts).
+    dispatch: "sorted" (contiguous per-expert segments, grouped GEMM or per-expert loop), "padded" (the
+    static slot layout of `moe.padded`; dropless token choice then gets C = T slots per expert), or
+    "auto": padded where the capacity is static (capacity_factor set, or expert choice) on CUDA, sorted
+    otherwise.
     """
 
     def __init__(self, d_model: int, d_hidden: int, num_experts: int, k: int,
                  router: str | Router = "noisy_topk", capacity_factor: float | None = None,
                  activation: str = "relu", num_shared_experts: int = 0,
                  expert_granularity: int = 1, z_loss_weight: float = 0.0, bias: bool = True,
-                 check_finite: bool = True, **router_options: Any) -> None:
+                 check_finite: bool = True, dispatch: str = "auto", **router_options: Any) -> None:
         super().__init__()
         for name, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts), ("k", k),
                         ("expert_granularity", expert_granularity)):
@@ -108,6 +118,9 @@ class MoE(MoEModule):
             raise ValueError(f"capacity_factor must be > 0 or None, got {capacity_factor}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {list(DISPATCHES)}, got {dispatch!r}")
+        self.dispatch = dispatch
         m = expert_granularity
         self.d_model, self.d_hidden = d_model, d_hidden // m
         self.num_experts, self.k = num_experts * m, k * m
@@ -135,15 +148,32 @@ class MoE(MoEModule):
         capacity = None
         if self.capacity_factor is not None and routing.capacity_applies:
             capacity = expert_capacity(self.capacity_factor, routing.expert_index.numel(), self.num_experts)
-        d = sort_by_expert(routing, self.num_experts, capacity)
-        y = self.experts(gather_tokens(x, routing, d), d.tokens_per_expert)
-        out = combine(y, routing, d)
+        slots = self._slots_per_expert(x, routing, capacity)
+        if slots is not None:
+            d = slot_by_expert(routing, self.num_experts, slots)
+            out = padded_moe(x, routing, d, self.experts)
+        else:
+            d = sort_by_expert(routing, self.num_experts, capacity)
+            y = self.experts(gather_tokens(x, routing, d), d.tokens_per_expert)
+            out = combine(y, routing, d)
         if self.shared is not None:
             out = out + self.shared(x)
         self.aux_loss = routing.aux_loss
         self.last_routing, self.last_dispatch = routing, d
         self._record(routing, d)
         return out.reshape(shape)
+
+    def _slots_per_expert(self, x: Tensor, routing: Routing, capacity: int | None) -> int | None:
+        """Slots per expert C when this forward takes the padded path (see `dispatch`), else None."""
+        if self.dispatch == "sorted" or type(self.experts) is not Experts:  # e.g. expert parallelism
+            return None
+        if isinstance(self.router, ExpertChoiceRouter):
+            static = routing.expert_index.numel() // self.num_experts  # every expert takes exactly C
+        else:
+            static = capacity
+        if self.dispatch == "padded":
+            return static if static is not None else routing.num_tokens  # top-k: a token once per expert
+        return static if x.is_cuda else None
 
     def active_flops_per_token(self) -> int:
         """Forward FLOPs per token: gating + k experts + shared experts (2 per multiply-add)."""
