@@ -16,7 +16,7 @@ from moeplace.errors import NonFiniteError
 from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
 from moeplace.moe.padded import SlotDispatch, padded_moe, slot_by_expert
-from moeplace.moe.routing import ROUTERS, ExpertChoiceRouter, Router, Routing
+from moeplace.moe.routing import ROUTERS, ExpertChoiceRouter, Router, Routing, count_per_expert
 
 DISPATCHES = ("auto", "sorted", "padded")
 
@@ -93,9 +93,9 @@ class MoE(MoEModule):
     num_shared_experts adds always-on experts; expert_granularity=m splits every expert into m experts of
     hidden d_hidden/m and activates k·m of them (DeepSeekMoE fine-grained experts).
     dispatch: "sorted" (contiguous per-expert segments, grouped GEMM or per-expert loop), "padded" (the
-    static slot layout of `moe.padded`; dropless token choice then gets C = T slots per expert), or
-    "auto": padded where the capacity is static (capacity_factor set, or expert choice) on CUDA, sorted
-    otherwise.
+    slot layout of `moe.padded`; dropless token choice then gets C = T slots per expert), or "auto":
+    sorted on CPU (measured faster there); on CUDA padded, except dropless with the fused grouped GEMM
+    (bfloat16 on Hopper/Blackwell), which stays sorted. See `_slots_per_expert` for C.
     """
 
     def __init__(self, d_model: int, d_hidden: int, num_experts: int, k: int,
@@ -164,16 +164,27 @@ class MoE(MoEModule):
         return out.reshape(shape)
 
     def _slots_per_expert(self, x: Tensor, routing: Routing, capacity: int | None) -> int | None:
-        """Slots per expert C when this forward takes the padded path (see `dispatch`), else None."""
+        """Slots per expert C when this forward takes the padded path (see `dispatch`), else None.
+
+        Static C: the capacity, or expert choice's C. Forced "padded" without one: T slots (top-k routes
+        a token to an expert at most once). "auto" on CUDA without one, where the fused grouped GEMM does
+        not apply (float32, older GPUs): the largest load rounded up to 16, read back once per forward
+        instead of the per-expert loop's read-back and E launches per matmul.
+        """
         if self.dispatch == "sorted" or type(self.experts) is not Experts:  # e.g. expert parallelism
             return None
         if isinstance(self.router, ExpertChoiceRouter):
             static = routing.expert_index.numel() // self.num_experts  # every expert takes exactly C
         else:
             static = capacity
+        if static is not None:
+            return static if self.dispatch == "padded" or x.is_cuda else None
         if self.dispatch == "padded":
-            return static if static is not None else routing.num_tokens  # top-k: a token once per expert
-        return static if x.is_cuda else None
+            return routing.num_tokens if routing.ranks is not None else routing.expert_index.numel()
+        if x.is_cuda and not self.experts._use_grouped_mm(x):
+            largest = int(count_per_expert(routing.expert_index, self.num_experts).max())  # one host read
+            return max(16, -(-largest // 16) * 16)
+        return None
 
     def active_flops_per_token(self) -> int:
         """Forward FLOPs per token: gating + k experts + shared experts (2 per multiply-add)."""
