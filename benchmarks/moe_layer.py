@@ -208,8 +208,8 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
         cands["moeplace_loop"].experts.grouped_mm = False
     cands["moeplace_cf_sorted"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="sorted", **moe)
     cands["moeplace_cf_padded"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="padded", **moe)
-    cands["titan"] = TitanStyleMoE(d, h, E, k)
     if baselines:
+        cands["titan"] = TitanStyleMoE(d, h, E, k)
         cands["hf_loop"] = LoopMoE(d, h, E, k)
         onehot_gb = 2 * 1.25 * (T * k) ** 2 * 8 / 2**30  # two int64 [T·k, E, C] slot tensors, E·C = 1.25·T·k
         if onehot_gb <= onehot_max_gb:
@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--d-hidden", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions per configuration")
     ap.add_argument("--baselines-max-experts", type=int, default=256,
-                    help="run the loop and one-hot baselines only up to this many experts (memory)")
+                    help="run the titan, loop and one-hot baselines only up to this many experts")
     ap.add_argument("--onehot-max-gb", type=float, default=8.0,
                     help="skip one-hot dispatch where its [T, E, C] tensors would pass this size")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
