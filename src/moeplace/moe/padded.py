@@ -66,7 +66,7 @@ def _with_zero_row(x: Tensor) -> Tensor:
 class PermuteRows(torch.autograd.Function):
     """out = [src; 0][forward_index]; backward: grad_src = [grad; 0][backward_index] (a gather too).
 
-    For a partial one-to-one map between rows (slots <-> assignments): both directions are gathers, so
+    For a partial one-to-one map between rows (slots -> assignments): both directions are gathers, so
     backward needs no scatter-add.
     """
 
@@ -91,17 +91,40 @@ def padded_expert_ffn(experts: Experts, xe: Tensor) -> Tensor:
     return torch.bmm(h, ex.w2) if ex.b2 is None else torch.baddbmm(ex.b2[:, None], h, ex.w2)
 
 
+class TokensToSlots(torch.autograd.Function):
+    """x [T, d] -> [x; 0][token_of_slot] [E·C, d]; backward: each assignment's slot gradient summed per
+    token, k gathers for rank-major [k, T] assignments (no scatter-add), an index_add otherwise."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, token_of_slot: Tensor, slot: Tensor, token_index: Tensor,
+                ranks: int | None) -> Tensor:
+        """Copy each slot's token row (empty slots read the zero row)."""
+        ctx.save_for_backward(slot, token_index)
+        ctx.ranks, ctx.num_tokens = ranks, x.shape[0]
+        return _with_zero_row(x).index_select(0, token_of_slot)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        """grad_x[t] = sum over t's kept assignments a of grad[slot[a]] (dropped ones read a zero row)."""
+        slot, token_index = ctx.saved_tensors
+        per_assignment = _with_zero_row(grad.contiguous()).index_select(0, slot)
+        if ctx.ranks is not None:
+            grad_x = per_assignment.view(ctx.ranks, ctx.num_tokens, -1).sum(0)
+        else:
+            grad_x = grad.new_zeros(ctx.num_tokens, grad.shape[1]).index_add_(0, token_index, per_assignment)
+        return grad_x, None, None, None, None
+
+
 def padded_moe(x: Tensor, routing: Routing, dispatch: SlotDispatch, experts: Experts) -> Tensor:
     """out[t] = sum over t's kept assignments of gate · expert(x[t]), through the slot layout: [T, d]."""
     E, C, d = experts.num_experts, dispatch.capacity, x.shape[1]
-    if routing.ranks is not None:  # rank-major [k, T]: assignment a is token a % T
-        rows = x.repeat(routing.ranks, 1)
-    else:
-        rows = x.index_select(0, routing.token_index)
-    xe = PermuteRows.apply(rows, dispatch.source, dispatch.slot).view(E, C, d)
-    ye = padded_expert_ffn(experts, xe).view(E * C, d)
+    T = routing.num_tokens
+    no_token = torch.full((1,), T, dtype=torch.long, device=x.device)  # empty slots read row T (zeros)
+    token_of_slot = torch.cat([routing.token_index, no_token]).index_select(0, dispatch.source)
+    xe = TokensToSlots.apply(x, token_of_slot, dispatch.slot, routing.token_index, routing.ranks)
+    ye = padded_expert_ffn(experts, xe.view(E, C, d)).view(E * C, d)
     y = PermuteRows.apply(ye, dispatch.slot, dispatch.source)  # [A, d], zero rows where dropped
     gate = routing.gate.to(y.dtype)
-    if routing.ranks is not None:
-        return (y.view(routing.ranks, -1, d) * gate.view(routing.ranks, -1, 1)).sum(0)
-    return y.new_zeros(routing.num_tokens, d).index_add_(0, routing.token_index, y * gate[:, None])
+    if routing.ranks is not None:  # rank-major [k, T]: assignment a is token a % T
+        return (y.view(routing.ranks, T, d) * gate.view(routing.ranks, T, 1)).sum(0)
+    return y.new_zeros(T, d).index_add_(0, routing.token_index, y * gate[:, None])
