@@ -23,6 +23,7 @@ sorted per-expert loop (the float32 path before the padded one). The last line i
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import math
 import os
@@ -197,7 +198,8 @@ def saved_bytes(model: nn.Module, x: Tensor) -> int:
 
 
 def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bool,
-                device: str = "cpu", dtype: torch.dtype = torch.float32, onehot_max_gb: float = 8.0) -> dict:
+                device: str = "cpu", dtype: torch.dtype = torch.float32, onehot_max_gb: float = 8.0,
+                compile_padded: bool = False) -> dict:
     """Median step times of all candidates at one (E, k, T, dtype), interleaved, as ratios to dense."""
     torch.manual_seed(0)
     moe = {"router": "softmax_topk", "aux_loss_weight": 0.0, "check_finite": False}
@@ -208,6 +210,9 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
         cands["moeplace_loop"].experts.grouped_mm = False
     cands["moeplace_cf_sorted"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="sorted", **moe)
     cands["moeplace_cf_padded"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="padded", **moe)
+    if compile_padded:  # static shapes: one graph; inductor fuses the routing and slot arithmetic
+        padded = copy.deepcopy(cands["moeplace_cf_padded"]).to(device, dtype)
+        cands["moeplace_cf_padded_compiled"] = torch.compile(padded, fullgraph=True)
     if baselines:
         cands["titan"] = TitanStyleMoE(d, h, E, k)
         cands["hf_loop"] = LoopMoE(d, h, E, k)
@@ -269,6 +274,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default=None,
                     help="comma list of float32, bfloat16 (default float32 on CPU, bfloat16,float32 on CUDA)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the padded layer under torch.compile(fullgraph=True) (compiles per row)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes (256 tokens, d 64, h 128, E 16 and 64, 2 reps): checks everything runs")
     args = ap.parse_args()
@@ -296,7 +303,7 @@ def main() -> None:
                 E, k = (int(v) for v in spec.split(":"))
                 rows.append(time_config(E, k, T, args.d_model, args.d_hidden, args.reps,
                                         args.baselines_max_experts >= E, args.device, getattr(torch, name),
-                                        args.onehot_max_gb))
+                                        args.onehot_max_gb, args.compile))
                 print(markdown_table([rows[-1]]), flush=True)
     print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
     print(markdown_table(rows))

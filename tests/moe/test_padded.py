@@ -41,8 +41,8 @@ def kept_by_hand(expert_index: list[int], capacity: int | None) -> list[bool]:
 def dense_reference(layer: MoE, x: torch.Tensor, routing, kept: list[bool]) -> torch.Tensor:
     """sum over experts of G[t, e] · FFN_e(x[t]), every expert on every token, G from the kept gates."""
     ex = layer.experts
-    gates = torch.zeros(x.shape[0], ex.num_experts, dtype=x.dtype)
-    mask = torch.tensor(kept)
+    gates = torch.zeros(x.shape[0], ex.num_experts, dtype=x.dtype, device=x.device)
+    mask = torch.tensor(kept, device=x.device)
     gates = gates.index_put((routing.token_index[mask], routing.expert_index[mask]),
                             routing.gate.to(x.dtype)[mask], accumulate=True)
     out = torch.zeros_like(x)
