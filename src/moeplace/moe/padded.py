@@ -46,16 +46,15 @@ def slot_by_expert(routing: Routing, num_experts: int, capacity: int) -> SlotDis
     dev = expert.device
     sorted_expert, order = torch.sort(expert, stable=True)
     bounds = torch.searchsorted(sorted_expert, torch.arange(E + 1, device=dev))  # expert e: [b_e, b_e+1)
-    routed = bounds.diff()
-    position_sorted = torch.arange(A, device=dev) - bounds[sorted_expert]
-    position = torch.empty_like(position_sorted).scatter_(0, order, position_sorted)
-    kept = position < C
-    slot = torch.where(kept, expert * C + position, torch.full_like(expert, E * C))
+    position = torch.arange(A, device=dev) - bounds[sorted_expert]  # rank in its expert's queue
+    slot_sorted = torch.where(position < C, sorted_expert * C + position, E * C)  # E·C: the trash slot
+    slot = torch.empty_like(slot_sorted).scatter_(0, order, slot_sorted)
     # slot -> assignment; dropped assignments all write the trash entry E·C, which is cut off
     source = torch.full((E * C + 1,), A, dtype=torch.long, device=dev)
-    source = source.scatter(0, slot, torch.arange(A, device=dev))[: E * C]
+    source = source.scatter_(0, slot_sorted, order)[: E * C]
+    routed = bounds.diff()
     per_expert = routed.clamp(max=C)
-    return SlotDispatch(slot, source, C, per_expert, routed, kept, A - per_expert.sum())
+    return SlotDispatch(slot, source, C, per_expert, routed, slot < E * C, A - per_expert.sum())
 
 
 def _with_zero_row(x: Tensor) -> Tensor:
