@@ -235,3 +235,27 @@ def test_padded_layer_compiles_as_one_graph_and_matches_eager():
     for a, b in zip(_grads(layer, x), _grads(eager, x2)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert math.isfinite(float(layer.aux_loss.detach()))
+
+
+def test_padded_with_shared_and_fine_grained_experts_equals_sorted_and_wrapped_experts_stay_sorted():
+    torch.manual_seed(2)
+    padded = MoE(D, H, 4, 1, router="softmax_topk", capacity_factor=1.0, num_shared_experts=1,
+                 expert_granularity=2, activation="gelu", dispatch="padded")
+    sorted_ = copy.deepcopy(padded)
+    sorted_.dispatch = "sorted"
+    x = torch.randn(3, 10, D)
+    torch.testing.assert_close(padded(x), sorted_(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(padded.last_dispatch, SlotDispatch)
+    assert padded.last_dispatch.capacity == 8  # ceil(1.0 · 30 tokens · k=2 / E=8)
+
+    class Wrapped(torch.nn.Module):  # any module with the experts' forward signature (as expert parallelism)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x_sorted, tokens_per_expert):
+            return self.inner(x_sorted, tokens_per_expert)
+
+    padded.experts = Wrapped(padded.experts)
+    torch.testing.assert_close(padded(x), sorted_(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(padded.last_dispatch, Dispatch)
