@@ -12,7 +12,8 @@ to tokens 4096,65536 and dtypes bfloat16,float32 (each a comma list). All candid
 routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
 medians taken, so a noisy shared machine affects every candidate alike. `experts_only` times the layer's
 expert matmuls alone on balanced pre-sorted rows: the floor any sorted-dispatch layer meets on this CPU
-(small per-expert matmuls run below the dense matmul's FLOP rate). `moeplace_cf_sorted` and
+(small per-expert matmuls run below the dense matmul's FLOP rate); on CUDA `padded_experts_only` is the
+same for the padded path (two batched matmuls over [E, T·k/E, d]). `moeplace_cf_sorted` and
 `moeplace_cf_padded` are the layer with capacity factor 1.25 on its two dispatch paths (auto picks padded
 on CUDA, sorted on CPU); `titan` is a torchtitan-style layer written here (argsort by expert, groups
 padded to 16 rows, torch._grouped_mm where it is fused, else a per-expert loop over `.tolist()` counts).
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from moeplace.moe import MoE
 from moeplace.moe.experts import MAX_GROUPS, fused_grouped_mm_available
+from moeplace.moe.padded import padded_expert_ffn
 from moeplace.utils import markdown_table, print_json_line
 
 
@@ -170,6 +172,22 @@ class ExpertsOnly(nn.Module):
         return self.experts(x.repeat(self.k, 1), self.counts)[: x.shape[0]]
 
 
+class PaddedExpertsOnly(nn.Module):
+    """The padded path's expert computation alone: the k copies of the tokens as [E, C, d] slots with
+    C = ceil(T·k/E) (perfect balance, no router, no slot assignment): its floor on this device."""
+
+    def __init__(self, moe: MoE, tokens: int) -> None:
+        super().__init__()
+        self.experts, self.k = moe.experts, moe.k
+        self.E, self.C = moe.num_experts, math.ceil(tokens * moe.k / moe.num_experts)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.repeat(self.k, 1)
+        rows = torch.cat([rows, rows.new_zeros(self.E * self.C - rows.shape[0], rows.shape[1])])
+        y = padded_expert_ffn(self.experts, rows.view(self.E, self.C, -1))
+        return y.view(self.E * self.C, -1)[: x.shape[0]]
+
+
 def step_time(model: nn.Module, x: Tensor, g: Tensor) -> float:
     """Seconds of one forward + backward (gradients reset to None first; CUDA work waited for)."""
     model.zero_grad(set_to_none=True)
@@ -208,6 +226,7 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
     if device != "cpu":  # on CPU auto already is the sorted loop
         cands["moeplace_loop"] = MoE(d, h, E, k, dispatch="sorted", **moe)
         cands["moeplace_loop"].experts.grouped_mm = False
+        cands["padded_experts_only"] = PaddedExpertsOnly(cands["moeplace"], T)
     cands["moeplace_cf_sorted"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="sorted", **moe)
     cands["moeplace_cf_padded"] = MoE(d, h, E, k, capacity_factor=1.25, dispatch="padded", **moe)
     if compile_padded:  # static shapes: one graph; inductor fuses the routing and slot arithmetic
@@ -293,7 +312,7 @@ def main() -> None:
         if name not in ("float32", "bfloat16"):
             raise SystemExit(f"moe_layer.py: error: --dtype {name}: expected float32 or bfloat16")
     where = torch.cuda.get_device_name(args.device) if cuda else f"threads {torch.get_num_threads()}"
-    print(f"torch {torch.__version__}, {where}, tokens {args.tokens or tokens[0]}, d {args.d_model}, "
+    print(f"torch {torch.__version__}, {where}, tokens {','.join(map(str, tokens))}, d {args.d_model}, "
           f"h {args.d_hidden}, {','.join(dtypes)}, reps {args.reps}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
