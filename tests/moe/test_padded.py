@@ -259,3 +259,22 @@ def test_padded_with_shared_and_fine_grained_experts_equals_sorted_and_wrapped_e
     padded.experts = Wrapped(padded.experts)
     torch.testing.assert_close(padded(x), sorted_(x), atol=1e-5, rtol=1e-5)
     assert isinstance(padded.last_dispatch, Dispatch)
+
+
+def test_auto_on_cuda_choices_emulated_on_cpu(monkeypatch):
+    """`auto` as on a GPU (Tensor.is_cuda patched to True; the fused grouped GEMM off, as for float32):
+    capacity factor -> padded with C = capacity; dropless -> padded with C = the largest load rounded up
+    to 16; both equal the dense reference."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    for cf in (0.75, None):
+        layer = _layer(capacity_factor=cf).eval()
+        layer.experts.grouped_mm = False
+        x = torch.randn(T, D)
+        y = layer(x)
+        d, routing = layer.last_dispatch, layer.last_routing
+        assert isinstance(d, SlotDispatch)
+        loads = torch.bincount(routing.expert_index, minlength=E).tolist()
+        expected = expert_capacity(cf, T * 2, E) if cf else max(16, -(-max(loads) // 16) * 16)
+        assert d.capacity == expected
+        kept = kept_by_hand(routing.expert_index.tolist(), expert_capacity(cf, T * 2, E) if cf else None)
+        torch.testing.assert_close(y, dense_reference(layer, x, routing, kept), atol=1e-5, rtol=1e-5)
