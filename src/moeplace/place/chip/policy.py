@@ -9,11 +9,12 @@ already-placed neighbours (their edge weight at their cell), each cell's distanc
 and the wire mask (the HPWL each cell would add, `WireMask`): relative, as the growth over the
 legal minimum in units of `wire_unit` (one cell further from every net of the macro), and absolute,
 as log1p(HPWL / (W + H)). The wire mask also enters the logits directly, times a learned weight
-(`wire_weight`, starting at 4 per cell of extra wire per unit of net weight; the conv head's
-output starts at zero): an untrained policy is the wire-mask greedy, and training learns where
-density and congestion should overrule it. Netlists are registered with `add_design` (not part
-of the weights), so one set of weights serves any number of designs of any size; the
-observation's `design` says which one a batch belongs to. Returns (logits, value).
+(`wire_weight`, starting at 4 per cell of extra wire per unit of net weight), and so does the
+distance to the canvas edge in cells (`edge_weight`, starting at 0: whether macros belong at the
+periphery is learnt). The conv head's output starts at zero: an untrained policy is the wire-mask
+greedy, and training learns where density and congestion should overrule it. Netlists are
+registered with `add_design` (not part of the weights), so one set of weights serves any number of
+designs of any size; the observation's `design` says which one a batch belongs to. Returns (logits, value).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class ChipPolicy(nn.Module):
             self.out.weight.zero_()  # untrained: the wire-mask greedy; the conv head learns corrections
             self.out.bias.zero_()
         self.wire_weight = nn.Parameter(torch.tensor(float(np.log(4.0))))  # logits -= exp(this) * rel. mask
+        self.edge_weight = nn.Parameter(torch.zeros(()))  # logits -= this * cells to the canvas edge
         self.value = nn.Sequential(nn.Linear(hidden + channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self._designs: list[Design] = []
         self._cache: tuple[tuple, torch.Tensor] | None = None
@@ -160,6 +162,7 @@ class ChipPolicy(nn.Module):
         for conv in self.body:
             z = F.relu(z + conv(z))
         logits = self.out(z).reshape(b, -1) - self.wire_weight.exp() * rel
+        logits = logits - self.edge_weight * (edge * (min(g.rows, g.cols) / 2)).reshape(1, -1)
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
         value = self.value(torch.cat([q, z.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
         return logits, value
