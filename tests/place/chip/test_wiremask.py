@@ -84,3 +84,24 @@ def test_wiremask_is_zero_for_a_macro_with_no_known_neighbour_and_grows_after_pl
     # the mask is a (row term + column term): its differences are separable
     grid = first.reshape(problem.grid.rows, problem.grid.columns)
     np.testing.assert_allclose(grid - grid[:, :1] - grid[:1, :] + grid[0, 0], 0, atol=1e-6)
+
+
+def test_untrained_policy_greedy_places_each_macro_where_brute_force_wire_growth_is_least() -> None:
+    """A fresh ChipPolicy (conv head at zero, edge weight 0) is the wire-mask greedy: its greedy episode
+    puts every macro on the legal cell of least HPWL growth (lowest index among ties)."""
+    import torch
+
+    from moeplace.place.chip.policy import ChipPolicy
+    from moeplace.place.chip.transfer import policy_episodes
+
+    problem = _problem("generated")
+    torch.manual_seed(0)
+    policy = ChipPolicy(hidden=16, rounds=1, channels=4)
+    got = policy_episodes(problem, policy, 1, greedy=True)[0]["placement"]
+    placement = np.full(problem.num_nodes, -1, np.int64)
+    for node in range(problem.num_nodes):
+        growth = _brute(problem, placement, node)
+        legal = problem.legal_mask(placement, node)
+        best = growth[legal].min()
+        placement[node] = np.flatnonzero(legal & (growth <= best + 1e-6 * max(1.0, abs(best))))[0]
+    np.testing.assert_array_equal(got, placement)

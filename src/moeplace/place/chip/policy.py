@@ -29,6 +29,7 @@ from torch import nn
 from moeplace.place.chip.problem import ChipProblem
 
 MASKED_LOGIT = -1e9
+PRIOR_GAIN = 20.0  # the two prior weights are stored / PRIOR_GAIN: Adam moves them PRIOR_GAIN x faster
 NODE_DIM, CELL_DIM = 5, 4  # ChipProblem.node_features / slot_features widths
 
 
@@ -106,8 +107,9 @@ class ChipPolicy(nn.Module):
         with torch.no_grad():
             self.out.weight.zero_()  # untrained: the wire-mask greedy; the conv head learns corrections
             self.out.bias.zero_()
-        self.wire_weight = nn.Parameter(torch.tensor(float(np.log(4.0))))  # logits -= exp(this) * rel. mask
-        self.edge_weight = nn.Parameter(torch.zeros(()))  # logits -= this * cells to the canvas edge
+        # logits -= exp(wire) * relative wire mask + edge * cells to the canvas edge (see PRIOR_GAIN)
+        self.wire_weight = nn.Parameter(torch.tensor(float(np.log(4.0)) / PRIOR_GAIN))
+        self.edge_weight = nn.Parameter(torch.zeros(()))
         self.value = nn.Sequential(nn.Linear(hidden + channels, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self._designs: list[Design] = []
         self._cache: tuple[tuple, torch.Tensor] | None = None
@@ -161,8 +163,9 @@ class ChipPolicy(nn.Module):
         z = F.relu(self.inp(maps) * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
         for conv in self.body:
             z = F.relu(z + conv(z))
-        logits = self.out(z).reshape(b, -1) - self.wire_weight.exp() * rel
-        logits = logits - self.edge_weight * (edge * (min(g.rows, g.cols) / 2)).reshape(1, -1)
+        wire_w, edge_w = (PRIOR_GAIN * self.wire_weight).exp(), PRIOR_GAIN * self.edge_weight
+        to_edge = (edge * (min(g.rows, g.cols) / 2)).reshape(1, -1)  # cells to the canvas edge
+        logits = self.out(z).reshape(b, -1) - wire_w * rel - edge_w * to_edge
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
         value = self.value(torch.cat([q, z.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
         return logits, value
