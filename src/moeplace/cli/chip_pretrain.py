@@ -34,8 +34,11 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--envs", type=positive_int, default=16, help="episodes per rollout (default 16)")
     p.add_argument("--hidden", type=positive_int, default=64, help="policy width (default 64)")
     p.add_argument("--channels", type=positive_int, default=8, help="policy conv channels (default 8)")
-    p.add_argument("--fd-iterations", type=nonneg_int, default=10,
-                   help="force-directed iterations for the soft macros after each episode (default 10)")
+    p.add_argument("--fd-iterations", type=nonneg_int, default=50,
+                   help="force-directed iterations for the soft macros after each episode (default 50)")
+    p.add_argument("--soft-start", choices=["center", "input"], default="center",
+                   help="where force-directed placement starts the soft macros: the canvas centre (default: "
+                        "nothing taken from an input placement) or their input positions")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -77,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
         raise InputError(f"--resume: {out / STATE_FILE} not found (nothing to continue)")
     designs = load_corpus(args.corpus, builtin=not args.no_builtin)
-    named = corpus_problems(designs, args.fd_iterations)
+    named = corpus_problems(designs, args.fd_iterations, args.soft_start)
     config = PretrainConfig(seed=args.seed, n_envs=args.envs, hidden=args.hidden, channels=args.channels,
-                            fd_iterations=args.fd_iterations)
+                            fd_iterations=args.fd_iterations, soft_start=args.soft_start)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
     trainer = Pretrainer(named, out, config)

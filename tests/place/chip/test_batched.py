@@ -113,8 +113,10 @@ def test_seeded_chip_rl_repeats_exactly() -> None:
     a, b = runs
     assert np.array_equal(a.placement, b.placement) and a.terms == b.terms
     assert [h[2] for h in a.history] == [h[2] for h in b.history]
-    assert a.evaluations == b.evaluations == 16
+    assert a.evaluations == b.evaluations == 16 + 2  # 4 updates of 4 episodes, greedy episodes after 1 and 3
     assert toy().is_legal(a.placement)
+    plain = train_chip_rl(toy(), max_episodes=16, seed=3, n_envs=4, progress=False, greedy_every=0)
+    assert plain.evaluations == 16
 
 
 def test_policy_cache_follows_weight_updates() -> None:

@@ -61,11 +61,13 @@ def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any,
 def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_episodes: int | None = None,
                   seed: int = 0, hidden: int = 64, rounds: int = 3, channels: int = 8, n_envs: int = 16,
                   collector: str = "local", workers: int = 2, progress: bool = True,
-                  init_weights: dict | None = None, **ppo_hparams) -> ChipSearchResult:
+                  init_weights: dict | None = None, greedy_every: int = 2, **ppo_hparams) -> ChipSearchResult:
     """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement.
 
     `init_weights` (a ChipPolicy state dict of the same hidden/rounds/channels, e.g. a pre-trained
-    policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning)."""
+    policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning). Every
+    `greedy_every` updates (0: never) one greedy episode of the current policy is scored too (it
+    counts as an evaluation; the result is the best placement of any episode)."""
     if problem.orientations or problem.soft != "fd":
         raise ValueError("train_chip_rl needs a ChipProblem with orientations=False and soft='fd'")
     if problem.num_nodes == 0:
@@ -88,8 +90,17 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     budget = _Budget(budget_s, max_episodes, "ppo", progress)
     source = make_collector(collector, problem, n_envs, policy_fn, seed, workers)
 
+    from moeplace.place.chip.transfer import policy_episodes
+
+    updates = [0]
+
     def after_update(algo: PPO, _stats: dict[str, float]) -> bool:
         for end in algo.last_rollout.ends:
+            budget.record(end["placement"], end["cost"])
+        updates[0] += 1
+        if greedy_every and (updates[0] - 1) % greedy_every == 0 and budget.fraction() < 1.0:
+            # the policy's most likely placement: what training converges to, found before sampling does
+            end = policy_episodes(problem, policy, 1, greedy=True, design=0)[0]
             budget.record(end["placement"], end["cost"])
         return budget.fraction() < 1.0
 

@@ -21,6 +21,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from moeplace.place.chip.legality import EPS, coverage
 from moeplace.place.chip.problem import ChipProblem
+from moeplace.place.chip.wiremask import WireMask
 from moeplace.place.core import UNPLACED
 
 BIG = 1e9
@@ -30,7 +31,8 @@ class BatchedChipEnv(VectorEnv):
     """`num_envs` episodes of one ChipProblem (no orientations) stepped in lockstep.
 
     Observations (dict, leading dim N): placement [n] (cell per macro, -1 unplaced), current_node [1],
-    slot_occupancy [cells] (covered fraction), action_mask [cells] and design [1] (an id the policy
+    slot_occupancy [cells] (covered fraction), action_mask [cells], wiremask [cells] (the weighted HPWL
+    each cell would add for the current macro: `WireMask`) and design [1] (an id the policy
     uses to look up the netlist's static graph). `info["action_mask"]` carries the mask for PPO,
     `info["active"]` which envs' next step is a real transition, and at episode ends
     `info["episode_end"]` a list of dicts (env, cost, terms, placement) for the envs that finished.
@@ -61,9 +63,11 @@ class BatchedChipEnv(VectorEnv):
             "current_node": spaces.Box(0, self.n - 1, (1,), np.int64),
             "slot_occupancy": spaces.Box(0.0, BIG, (self.cells,), np.float32),
             "action_mask": spaces.Box(0, 1, (self.cells,), np.int8),
+            "wiremask": spaces.Box(0.0, np.inf, (self.cells,), np.float32),
             "design": spaces.Box(0, 2**31 - 1, (1,), np.int64),
         })
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.wires = WireMask(problem)
         self._start()
 
     # --- state -----------------------------------------------------------------------------------
@@ -75,6 +79,7 @@ class BatchedChipEnv(VectorEnv):
         self.active = np.ones(n_env, dtype=bool)
         self.occupancy = np.tile(self.base_occ, (n_env, 1))
         self.mask = self.masks(self.placement, 0)
+        self.wires.reset(n_env)
 
     def masks(self, placement: np.ndarray, node: int) -> np.ndarray:
         """Legality masks [N, cells] of macro `node` given the macros placed before it in each env."""
@@ -99,6 +104,7 @@ class BatchedChipEnv(VectorEnv):
                 "current_node": np.full((self.num_envs, 1), node, dtype=np.int64),
                 "slot_occupancy": self.occupancy.copy(),
                 "action_mask": self.mask.astype(np.int8),
+                "wiremask": self.wires.mask(node).astype(np.float32),
                 "design": np.full((self.num_envs, 1), self.design, dtype=np.int64)}
 
     def _info(self) -> dict[str, Any]:
@@ -126,6 +132,7 @@ class BatchedChipEnv(VectorEnv):
         row, col = a[act] // self.cols, a[act] % self.cols
         cover = self.y_cover[node][row][:, :, None] * self.x_cover[node][col][:, None, :]  # [k, R, C]
         self.occupancy[act] += cover.reshape(len(act), -1).astype(np.float32)
+        self.wires.place(act, node, a[act])
         self.t += 1
         if self.t < self.n:
             self.mask = self.masks(self.placement, self.t)

@@ -17,7 +17,7 @@ from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoi
 from moeplace.data import CHIP_DIR
 from moeplace.errors import CheckpointError
 
-FORMAT, VERSION = "moeplace-chip-policy", 1
+FORMAT, VERSION = "moeplace-chip-policy", 2  # 2: wire-mask inputs
 POLICY_FILE = "policy.safetensors"
 DEFAULT_POLICY = CHIP_DIR / "policy" / POLICY_FILE
 

@@ -41,7 +41,8 @@ class PretrainConfig:
     hidden: int = 64
     rounds: int = 3
     channels: int = 8
-    fd_iterations: int = 10
+    fd_iterations: int = 50
+    soft_start: str = "center"  # FD starts the soft macros at the centre: nothing from an input placement
     ppo: dict[str, Any] = field(default_factory=dict)
 
 
@@ -98,11 +99,12 @@ class CorpusCollector:
         """Nothing to stop."""
 
 
-def corpus_problems(designs: list[Any], fd_iterations: int) -> list[tuple[str, ChipProblem]]:
+def corpus_problems(designs: list[Any], fd_iterations: int, soft_start: str = "center"
+                    ) -> list[tuple[str, ChipProblem]]:
     """(name, ChipProblem for RL) of every corpus design with at least one movable hard macro."""
     out = []
     for d in designs:
-        p = ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=fd_iterations)
+        p = ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=fd_iterations, soft_start=soft_start)
         if p.num_nodes > 0:
             out.append((d.name, p))
     return out
@@ -152,7 +154,10 @@ class Pretrainer:
         save_checkpoint(self.out / STATE_FILE, self.state())
         save_policy(self.out, self.policy, {"by": "moeplace place chip pretrain", "updates": self.updates,
                                             "episodes": self.episodes, "train_s": round(self.elapsed_s, 1),
-                                            "designs": len(self.names), "seed": self.config.seed})
+                                            "designs": len(self.names), "seed": self.config.seed,
+                                            "fd_iterations": self.config.fd_iterations,
+                                            "soft_start": self.config.soft_start,
+                                            **{k: round(v, 1) for k, v in self.time.items()}})
         self.time["checkpoint_s"] += time.perf_counter() - start
 
     def restore(self) -> None:

@@ -22,12 +22,13 @@ from moeplace.rl.vec import obs_to_tensor
 
 
 @torch.no_grad()
-def policy_episodes(problem: ChipProblem, policy: Any, n: int, greedy: bool, seed: int = 0
-                    ) -> list[dict[str, Any]]:
-    """`n` episodes of `policy` on `problem` stepped together; their episode_end records (cost, placement)."""
+def policy_episodes(problem: ChipProblem, policy: Any, n: int, greedy: bool, seed: int = 0,
+                    design: int | None = None) -> list[dict[str, Any]]:
+    """`n` episodes of `policy` on `problem` stepped together; their episode_end records (cost, placement).
+    `design`: the problem's id in the policy if already registered (else it is registered now)."""
     from moeplace.place.chip.batched import BatchedChipEnv
 
-    design = policy.add_design(problem)
+    design = policy.add_design(problem) if design is None else design
     env = BatchedChipEnv(problem, n, design=design)
     gen = torch.Generator().manual_seed(seed)
     obs, _ = env.reset()
