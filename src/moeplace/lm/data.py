@@ -27,7 +27,7 @@ _SPLIT_NAMES = {
     "valid": ("valid", "valid.txt", "val.txt", "validation.txt", "wiki.valid.tokens", "ptb.valid.txt"),
     "test": ("test", "test.txt", "wiki.test.tokens", "ptb.test.txt"),
 }
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: binary and non-UTF-8 corpora are refused (were decoded with replacements)
 
 
 def default_corpus_path() -> Path:
@@ -38,11 +38,19 @@ def default_corpus_path() -> Path:
 
 
 def _read_text(path: Path) -> str:
-    """Read a UTF-8 text file, naming the file on any failure."""
+    """Read a UTF-8 text file, naming the file on any failure; binary or non-UTF-8 bytes are refused."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read corpus ({e.strerror})") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise InputError(f"{path}: not a text corpus (binary data: a NUL byte at offset {nul})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a UTF-8 text corpus (byte 0x{data[e.start]:02x} at offset {e.start} "
+                         f"is not UTF-8; convert the file, e.g. iconv -t utf-8)") from None
 
 
 def _find_split(folder: Path, split: str) -> Path | None:

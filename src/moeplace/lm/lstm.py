@@ -29,7 +29,8 @@ class LSTMConfig:
     num_experts: int = 0            # 0 = dense FFN
     k: int = 2
     d_expert: int | None = None     # hidden units of one expert; None = d_ff // k (same active compute)
-    moe_kwargs: dict = field(default_factory=dict)
+    moe_kwargs: dict = field(default_factory=dict)  # MoE options; num_groups (+ k_groups): hierarchical MoE
+    softmax_samples: int = 0        # training output layer: sampled softmax over this many words (0 = full)
     family: str = "lstm"
 
 
@@ -40,6 +41,7 @@ class LSTMLM(LanguageModel):
         super().__init__()
         self.cfg = cfg
         self.block_size = cfg.block_size
+        self.softmax_samples = cfg.softmax_samples
         d = cfg.d_model
         self.embedding = nn.Embedding(cfg.vocab_size, d)
         self.lstm1 = nn.LSTM(d, d, batch_first=True)

@@ -29,6 +29,11 @@ def cv_squared(x: Tensor) -> Tensor:
     return ((x - mean) ** 2).mean() / (mean**2 + 1e-10)
 
 
+def coefficient_of_variation(x: Tensor) -> Tensor:
+    """Population std / mean, the square root of `cv_squared` (the load statistics the layers report)."""
+    return cv_squared(x).sqrt()
+
+
 def z_loss(logits: Tensor) -> Tensor:
     """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2 (keeps router logits small)."""
     return torch.logsumexp(_promote(logits), dim=-1).pow(2).mean()
