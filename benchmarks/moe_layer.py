@@ -6,13 +6,14 @@ Usage:
     .venv/bin/python benchmarks/moe_layer.py --threads 1          # single-threaded torch
     python benchmarks/moe_layer.py --device cuda --dtype bfloat16 --tokens 16384   # on a GPU
 
-2,048 tokens, d=512, h=1,024, float32, torch's default thread count. All candidates use softmax top-k
-routing so only dispatch and expert computation differ. Repetitions of the candidates are interleaved and
-medians taken, so a noisy shared machine affects every candidate alike. `experts_only` times the layer's
-expert matmuls alone on balanced pre-sorted rows: the floor any sorted-dispatch layer meets on this CPU
-(small per-expert matmuls run below the dense matmul's FLOP rate). On CUDA every step is synchronised
-before and after, and `moeplace_loop` is the layer with its fused grouped GEMM turned off (per-expert
-loop), shown where the fused path applies (bfloat16 on Hopper). The last line is JSON.
+2,048 tokens (rows E:k:T set their own), d=512, h=1,024, float32, torch's default thread count. All
+candidates use softmax top-k routing so only dispatch and expert computation differ. Repetitions of the
+candidates are interleaved and medians taken, so a noisy shared machine affects every candidate alike.
+`experts_only` times the layer's expert matmuls alone on balanced pre-sorted rows: the floor any sorted-
+dispatch layer meets on this CPU (small per-expert matmuls run below the dense matmul's FLOP rate). On
+CUDA every step is synchronised before and after, and `moeplace_loop` is the layer with its fused grouped
+GEMM turned off (per-expert loop), shown where the fused path applies (bfloat16 on Hopper). The last line
+is JSON.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def time_config(E: int, k: int, T: int, d: int, h: int, reps: int, baselines: bo
         for name in names:
             times[name].append(step_time(cands[name], x, g))
     med = {n: statistics.median(v) for n, v in times.items()}
-    row = {"E": E, "k": k, "dense_ms": 1e3 * med["dense"]}
+    row = {"E": E, "k": k, "tokens": T, "dense_ms": 1e3 * med["dense"]}
     for n in cands:
         if n != "dense":
             row[f"{n}_x_dense"] = med[n] / med["dense"]
@@ -194,13 +195,17 @@ def memory_growth(E: int, k: int, d: int, h: int, tokens: list[int]) -> list[dic
 def main() -> None:
     """Run every configuration and print a table and the JSON figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="16:2,64:4,256:4,1024:4", help="E:k pairs, comma separated")
+    ap.add_argument("--configs", default="16:2,64:4,256:4,1024:4,64:4:16384,256:4:16384",
+                    help="E:k or E:k:tokens (default --tokens), comma separated; the 16,384-token rows "
+                         "are the paper's regime of >= 64 tokens per expert")
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--d-model", type=int, default=512)
     ap.add_argument("--d-hidden", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=7, help="interleaved repetitions per configuration")
     ap.add_argument("--baselines-max-experts", type=int, default=256,
                     help="run the loop and one-hot baselines only up to this many experts (memory)")
+    ap.add_argument("--baselines-max-tokens", type=int, default=4096,
+                    help="... and up to this many tokens (one-hot dispatch at 16,384 tokens, E=256: 5 GB)")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -218,9 +223,10 @@ def main() -> None:
           flush=True)
     rows = []
     for spec in args.configs.split(","):
-        E, k = (int(v) for v in spec.split(":"))
-        rows.append(time_config(E, k, args.tokens, args.d_model, args.d_hidden, args.reps,
-                                args.baselines_max_experts >= E, args.device, dtype))
+        E, k, T = ([int(v) for v in spec.split(":")] + [args.tokens])[:3]
+        rows.append(time_config(E, k, T, args.d_model, args.d_hidden, args.reps,
+                                args.baselines_max_experts >= E and args.baselines_max_tokens >= T,
+                                args.device, dtype))
         print(markdown_table([rows[-1]]), flush=True)
     print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
     print(markdown_table(rows))
