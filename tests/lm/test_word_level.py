@@ -32,7 +32,10 @@ def test_sampled_softmax_matches_hand_formula():
     got = sampled_softmax_loss(h, w, b, t, q, 4, samples=s)
     total = 0.0
     for i in range(N):  # TensorFlow's sampled_softmax_loss written out per token
-        z = lambda j: float(h[i] @ w[j] + b[j]) - math.log(4 * float(q[j]))  # noqa: E731
+
+        def z(j: int, i: int = i) -> float:
+            return float(h[i] @ w[j] + b[j]) - math.log(4 * float(q[j]))
+
         terms = [z(int(t[i]))] + [z(int(j)) for j in s if int(j) != int(t[i])]
         total += -terms[0] + math.log(sum(math.exp(v) for v in terms))
     assert float(got) == pytest.approx(total / N, rel=1e-10)
@@ -109,8 +112,8 @@ def test_invalid_model_settings_and_binary_corpus_are_one_line_errors(text_file,
     assert "num_groups=5" in _error([*base, "--preset", "moe-lstm-h", "--moe-groups", "5"], capsys)
     binary = tmp_path / "blob.bin"
     binary.write_bytes(bytes(range(256)) * 20)
-    assert "not a text corpus" in _error(["lm", "train", "--corpus", str(binary), "--out", str(tmp_path / "b")],
-                                         capsys)
+    assert "not a text corpus" in _error(["lm", "train", "--corpus", str(binary), "--out",
+                                          str(tmp_path / "b")], capsys)
     latin = tmp_path / "latin1.txt"
     latin.write_bytes("café au lait\n".encode("latin-1") * 50)
     assert "not a UTF-8 text corpus" in _error(["lm", "train", "--corpus", str(latin), "--out",
@@ -141,7 +144,8 @@ print(steps(4))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_retained_memory_is_not_page_faulted_in_every_step():
     def faults(mode: str) -> int:
-        run = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        run = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True,
+                             check=True)
         return int(run.stdout.split()[-1])
 
     default, retained = faults("default"), faults("retain")
@@ -154,3 +158,19 @@ def test_lm_distributed_does_not_import_the_training_loop():
     code = "import sys, moeplace.lm.distributed; print('moeplace.lm.train' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_gzip_corpus_and_builtin_names(tmp_path):
+    import gzip
+
+    from moeplace.lm.data import builtin_corpora, load_corpus
+
+    text = "the cat sat\nthe dog sat on the mat\n" * 10
+    gz = tmp_path / "c.txt.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    corpus = load_corpus(gz, "word", tmp_path / "cache")
+    assert [corpus.vocab[i] for i in corpus.train[:4]] == ["the", "cat", "sat", "<eos>"]
+    assert set(builtin_corpora()) == {"tinyshakespeare", "kjv"}
+    assert all(p.is_file() for p in builtin_corpora().values())
+    with gzip.open(builtin_corpora()["kjv"], "rt", encoding="utf-8") as f:
+        assert f.readline().startswith("In the beginning God created the heaven and the earth.")

@@ -32,8 +32,8 @@ def set_threads(n: int) -> None:
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=None,
-                   help="text file (90/10 split) or folder with train/valid/test files "
-                        "(default: Tiny Shakespeare)")
+                   help="text file (90/10 split; .gz read too), folder with train/valid/test files, or a "
+                        "built-in corpus: tinyshakespeare (default), kjv (King James Bible, word level)")
     p.add_argument("--level", choices=["char", "word"], default="char", help="tokenisation level")
     p.add_argument("--max-vocab", type=positive_int, default=None,
                    help="word level: keep the N most frequent words")
