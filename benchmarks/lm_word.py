@@ -94,17 +94,18 @@ def main() -> None:
     ap.add_argument("--part", choices=["all", "speed", "experts"], default="all")
     ap.add_argument("--speed-steps", type=int, default=40)
     ap.add_argument("--experts", default="0,4,16,64,256")
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--d-expert", type=int, default=128)
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--max-vocab", type=int, default=10000)
+    ap.add_argument("--corpus", default="tinyshakespeare", help="tinyshakespeare, kjv or a path (word level)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-lm-word"))
     ap.add_argument("--seed", type=int, default=1337)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    corpus = load_corpus(None, "word", args.out / ".cache", args.max_vocab)
-    print(f"torch {torch.__version__}, 1 thread, word-level Tiny Shakespeare: {len(corpus.train):,} training "
+    corpus = load_corpus(args.corpus, "word", args.out / ".cache", args.max_vocab)
+    print(f"torch {torch.__version__}, 1 thread, word-level {args.corpus}: {len(corpus.train):,} training "
           f"words, vocabulary {corpus.vocab_size:,}, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs", flush=True)
     figures: dict = {"vocab": corpus.vocab_size}
