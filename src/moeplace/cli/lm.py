@@ -60,6 +60,9 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--router", help="MoE router (noisy_topk = the paper's; a different router than the "
                                     "preset's drops the preset's router options)")
     g.add_argument("--capacity-factor", type=positive_float, help="MoE capacity factor (default: dropless)")
+    g.add_argument("--gate-init-std", type=nonneg_float,
+                   help="noisy_topk: draw the gating weights from N(0, std^2 / d) instead of the paper's zeros "
+                        "(1 trained as well as softmax top-k in the small Transformer; docs/lm.md)")
     g.add_argument("--moe-groups", type=nonneg_int,
                    help="hierarchical MoE (the paper's appendix B): this many groups of num-experts / groups "
                         "experts (0 = flat MoE)")
@@ -112,6 +115,8 @@ def build_config(args: argparse.Namespace, vocab_size: int):
         m["moe_kwargs"] = {**keep, "router": args.router}  # the preset's router options fit its router only
     if args.capacity_factor is not None:
         m["moe_kwargs"]["capacity_factor"] = args.capacity_factor
+    if args.gate_init_std is not None:
+        m["moe_kwargs"]["gate_init_std"] = args.gate_init_std
     if args.moe_groups == 0:  # flat MoE
         m["moe_kwargs"] = {k: v for k, v in m["moe_kwargs"].items() if k not in ("num_groups", "k_groups")}
     elif args.moe_groups is not None:
@@ -283,6 +288,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     corpus = _load_corpus(args, out)
     moe_kwargs = {"router": args.router}
+    if args.gate_init_std is not None:
+        moe_kwargs["gate_init_std"] = args.gate_init_std
     for cfg in compare_configs(args.family, experts, corpus.vocab_size, args.k, args.d_model, args.d_expert,
                                args.n_layer, args.block_size, moe_kwargs, args.softmax_samples):
         check_model_config(cfg)
@@ -354,6 +361,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training steps of every model (equal tokens)")
     p.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate")
     p.add_argument("--router", default="noisy_topk", help="MoE router")
+    p.add_argument("--gate-init-std", type=nonneg_float, default=None,
+                   help="noisy_topk: gating weights from N(0, std^2 / d) instead of zeros")
     p.add_argument("--softmax-samples", type=nonneg_int, default=0,
                    help="train with a sampled softmax over this many words (0 = full softmax; "
                         "evaluation is always exact)")
