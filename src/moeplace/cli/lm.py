@@ -61,7 +61,7 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
                                     "preset's drops the preset's router options)")
     g.add_argument("--capacity-factor", type=positive_float, help="MoE capacity factor (default: dropless)")
     g.add_argument("--gate-init-std", type=nonneg_float,
-                   help="noisy_topk: draw the gating weights from N(0, std^2 / d) instead of the paper's zeros "
+                   help="noisy_topk: gating weights from N(0, std^2 / d) instead of the paper's zeros "
                         "(1 trained as well as softmax top-k in the small Transformer; docs/lm.md)")
     g.add_argument("--moe-groups", type=nonneg_int,
                    help="hierarchical MoE (the paper's appendix B): this many groups of num-experts / groups "
