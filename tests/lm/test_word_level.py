@@ -174,3 +174,14 @@ def test_gzip_corpus_and_builtin_names(tmp_path):
     assert all(p.is_file() for p in builtin_corpora().values())
     with gzip.open(builtin_corpora()["kjv"], "rt", encoding="utf-8") as f:
         assert f.readline().startswith("In the beginning God created the heaven and the earth.")
+
+
+def test_eval_of_a_word_level_run_reuses_its_vocabulary_limit(text_file, tmp_path, capsys):
+    out = tmp_path / "w"
+    tiny = ["--family", "lstm", "--d-model", "8", "--d-ff", "8", "--num-experts", "4", "--k", "2",
+            "--block-size", "4", "--batch-size", "2", "--max-steps", "2", "--eval-interval", "0",
+            "--sample-tokens", "0", "--level", "word", "--max-vocab", "6", "--softmax-samples", "3"]
+    assert main(["lm", "train", "--corpus", str(text_file), "--out", str(out), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["lm", "eval", str(out), "--corpus", str(text_file), "--json"]) == 0  # no --max-vocab
+    assert "loss" in capsys.readouterr().out

@@ -219,6 +219,8 @@ def _checkpoint_corpus(state: dict, args: argparse.Namespace):
         args.corpus = Path(info["source"]) if Path(info["source"]).exists() else None
     if getattr(args, "need_data", False):
         args.level = info["level"]
+        if args.level == "word" and args.max_vocab is None:  # the vocabulary limit it was trained with
+            args.max_vocab = len(info["vocab"])
         corpus = _load_corpus(args, None)
         if corpus.vocab != info["vocab"]:
             raise InputError(f"{args.corpus}: vocabulary differs from the checkpoint's (different corpus?)")
