@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moeplace.allocator import retain_freed_memory
 from moeplace.moe import MoE
 from moeplace.utils import markdown_table, print_json_line
 
@@ -208,18 +209,25 @@ def main() -> None:
                     help="... and up to this many tokens (one-hot dispatch at 16,384 tokens, E=256: 5 GB)")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc's allocator thresholds (default: keep freed memory, as the lm commands "
+                         "do; at 16,384 tokens the dense FFN's 268-MB activations are otherwise page-faulted "
+                         "in every step)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.glibc_defaults:
+        retain_freed_memory()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"moe_layer.py: error: --device {args.device}: CUDA is not available")
     dtype = getattr(torch, args.dtype)
     where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
              else f"threads {torch.get_num_threads()}")
     print(f"torch {torch.__version__}, {where}, tokens {args.tokens}, d {args.d_model}, h {args.d_hidden}, "
-          f"{args.dtype}, reps {args.reps}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+          f"{args.dtype}, reps {args.reps}, freed memory {'released' if args.glibc_defaults else 'kept'}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
           flush=True)
     rows = []
     for spec in args.configs.split(","):
