@@ -365,9 +365,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--router", default="noisy_topk", help="MoE router")
     p.add_argument("--gate-init-std", type=nonneg_float, default=None,
                    help="noisy_topk: gating weights from N(0, std^2 / d) instead of zeros")
-    p.add_argument("--softmax-samples", type=nonneg_int, default=0,
-                   help="train with a sampled softmax over this many words (0 = full softmax; "
-                        "evaluation is always exact)")
+    p.add_argument("--softmax-samples", type=nonneg_int, default=1024,
+                   help="train with a sampled softmax over this many words when the vocabulary is larger "
+                        "(default 1024; 0 = full softmax); evaluation is always exact")
     p.add_argument("--dropout", type=probability, default=0.0, help="dropout probability")
     p.add_argument("--eval-interval", type=nonneg_int, default=100,
                    help="steps between validation evaluations")

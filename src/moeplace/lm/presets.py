@@ -32,7 +32,7 @@ def demo(vocab_size: int) -> TrainConfig:
     model = TransformerConfig(vocab_size=vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=128,
                               d_ff=512, dropout=0.0, bias=False, activation="gelu", pos_emb="rope",
                               num_experts=8, k=2, moe_every=2, moe_kwargs=dict(SOFTMAX_MOE),
-                              moe_output_scale=1.0)
+                              moe_output_scale=1.0, softmax_samples=SOFTMAX_SAMPLES)
     return TrainConfig(model=model, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=0.03, max_steps=100_000,
                        time_budget=155.0, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
                        eval_interval=500, eval_tokens=8192)
