@@ -83,6 +83,7 @@ def test_bfloat16_fused_grouped_mm_equals_the_per_expert_loop():
     fused = MoE(64, 128, 16, 2, router="softmax_topk").to(DEV, torch.bfloat16)
     loop = copy.deepcopy(fused)
     loop.experts.grouped_mm = False
+    loop.dispatch = "sorted"  # the per-expert loop, not the padded layout that auto picks without fusion
     x = torch.randn(4, 128, 64, device=DEV, dtype=torch.bfloat16, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()
     yf, yl = fused(x), loop(x2)

@@ -5,6 +5,7 @@ from moeplace.moe.experts import ACTIVATIONS, Experts, GroupedLinear, grouped_li
 from moeplace.moe.ffn import FeedForward
 from moeplace.moe.hierarchical import HierarchicalMoE
 from moeplace.moe.layer import MoE, MoEModule, aux_loss, moe_stats
+from moeplace.moe.padded import SlotDispatch, padded_moe, slot_by_expert
 from moeplace.moe.routing import (
     ROUTERS,
     BiasBalancedRouter,
@@ -24,7 +25,7 @@ from moeplace.moe.routing import (
 __all__ = [
     "ACTIVATIONS", "ROUTERS", "BiasBalancedRouter", "Dispatch", "ExpertChoiceRouter", "Experts",
     "FeedForward", "GroupedLinear", "HierarchicalMoE", "MoE", "MoEModule", "NoisyTopKRouter", "Router",
-    "Routing", "SoftmaxTopKRouter", "SwitchRouter", "aux_loss", "coefficient_of_variation", "combine",
-    "cv_squared", "expert_capacity", "gather_tokens", "grouped_linear", "moe_stats", "normal_cdf",
-    "smooth_load", "sort_by_expert", "z_loss",
+    "Routing", "SlotDispatch", "SoftmaxTopKRouter", "SwitchRouter", "aux_loss", "coefficient_of_variation",
+    "combine", "cv_squared", "expert_capacity", "gather_tokens", "grouped_linear", "moe_stats", "normal_cdf",
+    "padded_moe", "slot_by_expert", "smooth_load", "sort_by_expert", "z_loss",
 ]

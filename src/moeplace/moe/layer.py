@@ -1,6 +1,8 @@
 """The MoE layer: route, sort assignments by expert, run each expert on its contiguous segment, combine.
 
 No one-hot [tokens, experts, capacity] tensors: dispatch memory is linear in the number of tokens.
+With a static capacity (a capacity factor, or expert choice) on CUDA the layer uses the slot layout of
+`moe.padded` instead: one batched matmul per expert matrix and no host synchronisation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from moeplace.errors import NonFiniteError
 from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
 from moeplace.moe.ffn import FeedForward
-from moeplace.moe.routing import ROUTERS, Router, Routing, coefficient_of_variation
+from moeplace.moe.padded import SlotDispatch, padded_moe, slot_by_expert
+from moeplace.moe.routing import (
+    ROUTERS,
+    ExpertChoiceRouter,
+    Router,
+    Routing,
+    coefficient_of_variation,
+    count_per_expert,
+)
+
+DISPATCHES = ("auto", "sorted", "padded")
 
 
 class MoEModule(nn.Module):
@@ -39,7 +51,8 @@ class MoEModule(nn.Module):
         if self.check_finite and not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise NonFiniteError("x contains NaN or infinite values")
 
-    def _record(self, routing: Routing, dispatch: Dispatch, importance: Tensor | None = None) -> None:
+    def _record(self, routing: Routing, dispatch: Dispatch | SlotDispatch,
+                importance: Tensor | None = None) -> None:
         routed = dispatch.routed_per_expert.float()
         if routing.capacity_applies:
             dropped = dispatch.num_dropped.float() / max(routing.token_index.numel(), 1)
@@ -74,13 +87,17 @@ class MoE(MoEModule):
     ceil(cf · T·k / E) assignments and the overflow is dropped (its share of the output is zero).
     num_shared_experts adds always-on experts; expert_granularity=m splits every expert into m experts of
     hidden d_hidden/m and activates k·m of them (DeepSeekMoE fine-grained experts).
+    dispatch: "sorted" (contiguous per-expert segments, grouped GEMM or per-expert loop), "padded" (the
+    slot layout of `moe.padded`; dropless token choice then gets C = T slots per expert), or "auto":
+    sorted on CPU (measured faster there); on CUDA padded, except dropless with the fused grouped GEMM
+    (bfloat16 on Hopper/Blackwell), which stays sorted. See `_slots_per_expert` for C.
     """
 
     def __init__(self, d_model: int, d_hidden: int, num_experts: int, k: int,
                  router: str | Router = "noisy_topk", capacity_factor: float | None = None,
                  activation: str = "relu", num_shared_experts: int = 0,
                  expert_granularity: int = 1, z_loss_weight: float = 0.0, bias: bool = True,
-                 check_finite: bool = True, **router_options: Any) -> None:
+                 check_finite: bool = True, dispatch: str = "auto", **router_options: Any) -> None:
         super().__init__()
         for name, v in (("d_model", d_model), ("d_hidden", d_hidden), ("num_experts", num_experts), ("k", k),
                         ("expert_granularity", expert_granularity)):
@@ -96,6 +113,9 @@ class MoE(MoEModule):
             raise ValueError(f"capacity_factor must be > 0 or None, got {capacity_factor}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if dispatch not in DISPATCHES:
+            raise ValueError(f"dispatch must be one of {list(DISPATCHES)}, got {dispatch!r}")
+        self.dispatch = dispatch
         m = expert_granularity
         self.d_model, self.d_hidden = d_model, d_hidden // m
         self.num_experts, self.k = num_experts * m, k * m
@@ -123,15 +143,43 @@ class MoE(MoEModule):
         capacity = None
         if self.capacity_factor is not None and routing.capacity_applies:
             capacity = expert_capacity(self.capacity_factor, routing.expert_index.numel(), self.num_experts)
-        d = sort_by_expert(routing, self.num_experts, capacity)
-        y = self.experts(gather_tokens(x, routing, d), d.tokens_per_expert)
-        out = combine(y, routing, d)
+        slots = self._slots_per_expert(x, routing, capacity)
+        if slots is not None:
+            d = slot_by_expert(routing, self.num_experts, slots)
+            out = padded_moe(x, routing, d, self.experts)
+        else:
+            d = sort_by_expert(routing, self.num_experts, capacity)
+            y = self.experts(gather_tokens(x, routing, d), d.tokens_per_expert)
+            out = combine(y, routing, d)
         if self.shared is not None:
             out = out + self.shared(x)
         self.aux_loss = routing.aux_loss
         self.last_routing, self.last_dispatch = routing, d
         self._record(routing, d)
         return out.reshape(shape)
+
+    def _slots_per_expert(self, x: Tensor, routing: Routing, capacity: int | None) -> int | None:
+        """Slots per expert C when this forward takes the padded path (see `dispatch`), else None.
+
+        Static C: the capacity, or expert choice's C. Forced "padded" without one: T slots (top-k routes
+        a token to an expert at most once). "auto" on CUDA without one, where the fused grouped GEMM does
+        not apply (float32, older GPUs): the largest load rounded up to 16, read back once per forward
+        instead of the per-expert loop's read-back and E launches per matmul.
+        """
+        if self.dispatch == "sorted" or type(self.experts) is not Experts:  # e.g. expert parallelism
+            return None
+        if isinstance(self.router, ExpertChoiceRouter):
+            static = routing.expert_index.numel() // self.num_experts  # every expert takes exactly C
+        else:
+            static = capacity
+        if static is not None:
+            return static if self.dispatch == "padded" or x.is_cuda else None
+        if self.dispatch == "padded":
+            return routing.num_tokens if routing.ranks is not None else routing.expert_index.numel()
+        if x.is_cuda and not self.experts._use_grouped_mm(x):
+            largest = int(count_per_expert(routing.expert_index, self.num_experts).max())  # one host read
+            return max(16, -(-largest // 16) * 16)
+        return None
 
     def active_flops_per_token(self) -> int:
         """Forward FLOPs per token: gating + k experts + shared experts (2 per multiply-add)."""
