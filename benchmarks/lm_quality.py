@@ -141,10 +141,38 @@ def trend(corpus, out: Path, family: str, experts: list[int], steps: int, batch_
     return trows, balance
 
 
+ROUTER_VARIANTS = {  # the demo model's MoE with each router (docs/lm.md: why the demo keeps softmax top-k)
+    "softmax top-k, balance loss 0.1 (demo)": {"router": "softmax_topk", "aux_loss_weight": 0.1},
+    "noisy top-k, paper (Wg = Wnoise = 0)": {"router": "noisy_topk"},
+    "noisy top-k, Wg ~ N(0, 1/d)": {"router": "noisy_topk", "gate_init_std": 1.0},
+    "noisy top-k, Wg ~ N(0, 1/d), no noise": {"router": "noisy_topk", "gate_init_std": 1.0, "noisy": False},
+}
+
+
+def routers(corpus, out: Path, steps: int, seed: int) -> list[dict]:
+    """The demo Transformer trained for `steps` steps (step schedule, same batches) with each router."""
+    from moeplace.lm.presets import demo
+
+    rows = []
+    for name, kw in ROUTER_VARIANTS.items():
+        cfg = demo(corpus.vocab_size)
+        model = dataclasses.replace(cfg.model, moe_kwargs=dict(kw))
+        cfg = dataclasses.replace(cfg, model=model, max_steps=steps, time_budget=None, eval_interval=0,
+                                  seed=seed)
+        res = train(cfg, corpus, out / str(len(rows)), write_files=False, show_progress=False)
+        rows.append({"router": name, "val_loss": round(res["val_loss"], 4),
+                     "cv_load": round(max((s["cv_load"] for s in res["moe"]), default=0.0), 3)})
+        print(markdown_table(rows[-1:]), flush=True)
+    print(f"\ndemo Transformer, {steps} steps x 1,024 characters, whole validation split\n"
+          + markdown_table(rows))
+    return rows
+
+
 def main() -> None:
     """Run the chosen parts and print one JSON line with all figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["all", "anchor", "trend", "balance"], default="all")
+    ap.add_argument("--part", choices=["all", "anchor", "trend", "balance", "routers"], default="all")
+    ap.add_argument("--router-steps", type=int, default=1000, help="steps per model of the routers part")
     ap.add_argument("--balance-batch", type=int, default=1024, help="sequences in the load-statistics batch")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every run (same for all)")
     ap.add_argument("--experts", default="0,4,16,64")
@@ -185,6 +213,8 @@ def main() -> None:
     if args.part in ("all", "balance"):
         figures["balance"] = balance(args.out / "trend", corpus, args.families.split(","), args.balance_batch,
                                      args.seed)
+    if args.part == "routers":
+        figures["routers"] = routers(corpus, args.out / "routers", args.router_steps, args.seed)
     print_json_line(figures)
 
 

@@ -18,7 +18,9 @@ same for the padded path (two batched matmuls over [E, T·k/E, d]). `moeplace_cf
 on CUDA, sorted on CPU); `titan` is a torchtitan-style layer written here (argsort by expert, groups
 padded to 16 rows, torch._grouped_mm where it is fused, else a per-expert loop over `.tolist()` counts).
 On CUDA every step is synchronised before and after, and `moeplace_loop` is the dropless layer on its
-sorted per-expert loop (the float32 path before the padded one). The last line is JSON.
+sorted per-expert loop (the float32 path before the padded one). A config E:k:T runs at its own T tokens
+only, without the baselines (the CPU default adds 64:4:16384 and 256:4:16384: the paper's >= 64 tokens per
+expert). The last line is JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moeplace.allocator import retain_freed_memory
 from moeplace.moe import MoE
 from moeplace.moe.experts import MAX_GROUPS, fused_grouped_mm_available
 from moeplace.moe.padded import padded_expert_ffn
@@ -279,7 +282,9 @@ def memory_growth(E: int, k: int, d: int, h: int, tokens: list[int]) -> list[dic
 def main() -> None:
     """Run every configuration and print a table and the JSON figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="16:2,64:4,256:4,1024:4", help="E:k pairs, comma separated")
+    ap.add_argument("--configs", default=None,
+                    help="E:k or E:k:tokens, comma separated (default 16:2,64:4,256:4,1024:4, plus "
+                         "64:4:16384,256:4:16384 on CPU: the paper's >= 64 tokens per expert)")
     ap.add_argument("--tokens", default=None, help="comma list (default 2048 on CPU, 4096,65536 on CUDA)")
     ap.add_argument("--d-model", type=int, default=512)
     ap.add_argument("--d-hidden", type=int, default=1024)
@@ -290,6 +295,10 @@ def main() -> None:
                     help="skip one-hot dispatch where its [T, E, C] tensors would pass this size")
     ap.add_argument("--memory-tokens", default="512,1024,2048,4096,8192,16384")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help="leave glibc's allocator thresholds (default: keep freed memory, as the lm commands "
+                         "do; at 16,384 tokens the dense FFN's 268-MB activations are otherwise page-faulted "
+                         "in every step)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default=None,
                     help="comma list of float32, bfloat16 (default float32 on CPU, bfloat16,float32 on CUDA)")
@@ -300,6 +309,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.glibc_defaults:
+        retain_freed_memory()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"moe_layer.py: error: --device {args.device}: CUDA is not available")
     cuda = args.device.startswith("cuda")
@@ -314,15 +325,21 @@ def main() -> None:
     where = torch.cuda.get_device_name(args.device) if cuda else f"threads {torch.get_num_threads()}"
     print(f"torch {torch.__version__}, {where}, tokens {','.join(map(str, tokens))}, d {args.d_model}, "
           f"h {args.d_hidden}, {','.join(dtypes)}, reps {args.reps}, "
+          f"freed memory {'released' if args.glibc_defaults else 'kept'}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    if args.configs is None:
+        args.configs = "16:2,64:4,256:4,1024:4" + ("" if cuda else ",64:4:16384,256:4:16384")
+    specs = [[int(v) for v in spec.split(":")] for spec in args.configs.split(",")]
     rows = []
     for name in dtypes:
         for T in tokens:
-            for spec in args.configs.split(","):
-                E, k = (int(v) for v in spec.split(":"))
-                rows.append(time_config(E, k, T, args.d_model, args.d_hidden, args.reps,
-                                        args.baselines_max_experts >= E, args.device, getattr(torch, name),
-                                        args.onehot_max_gb, args.compile))
+            for spec in specs:
+                if len(spec) == 3 and tokens[0] != T:
+                    continue  # a row with its own token count runs once per dtype
+                E, k = spec[:2]
+                rows.append(time_config(E, k, spec[2] if len(spec) == 3 else T, args.d_model, args.d_hidden,
+                                        args.reps, args.baselines_max_experts >= E and len(spec) == 2,
+                                        args.device, getattr(torch, name), args.onehot_max_gb, args.compile))
                 print(markdown_table([rows[-1]]), flush=True)
     print("\nforward+backward time, ratio to the dense FFN of hidden k*h (lower is better)")
     print(markdown_table(rows))

@@ -101,6 +101,33 @@ def test_old_checkpoint_config_keeps_unscaled_moe():
     assert [b.ffn_scale for b in fresh.blocks] == [2.0] * 4
 
 
+def test_moe_lstm_of_dense_slices_with_equal_gates_equals_dense_lstm():
+    """The LSTM's MoE at equal active compute is the dense FFN when its k experts are the FFN's slices."""
+    torch.manual_seed(0)
+    kw = dict(vocab_size=30, block_size=12, d_model=16, d_ff=24)
+    moe = build_model(LSTMConfig(num_experts=2, k=2, moe_kwargs={"router": "noisy_topk"}, **kw)).eval()
+    dense = build_model(LSTMConfig(**kw)).eval()
+    sd = {k: v for k, v in dense.state_dict().items() if "ffn" not in k}
+    f = dense.ffn
+    torch.nn.init.normal_(f.fc.weight, std=0.3)  # large enough that a wrong scale shows in the logits
+    torch.nn.init.normal_(f.proj.weight, std=0.3)
+    torch.nn.init.normal_(f.fc.bias, std=0.1)
+    torch.nn.init.normal_(f.proj.bias, std=0.1)
+    sd["ffn.experts.w1"] = torch.stack(f.fc.weight.T.split(12, dim=1))
+    sd["ffn.experts.b1"] = torch.stack(f.fc.bias.split(12))
+    sd["ffn.experts.w2"] = torch.stack(f.proj.weight.T.split(12, dim=0))
+    sd["ffn.experts.b2"] = torch.stack([f.proj.bias / 2, f.proj.bias / 2])
+    sd["ffn.router.w_gate"] = torch.zeros(16, 2)
+    sd["ffn.router.w_noise"] = torch.zeros(16, 2)
+    moe.load_state_dict(sd)
+    idx = torch.randint(0, 30, (3, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(moe(idx)[0], dense(idx)[0], rtol=1e-5, atol=1e-5)
+    d = config_to_dict(LSTMConfig(vocab_size=20, num_experts=4, k=2))
+    del d["moe_output_scale"]  # an LSTM checkpoint from before the scale: rebuilt unscaled, as trained
+    assert build_model(config_from_dict(d)).ffn_scale == 1.0
+
+
 def test_transformer_and_lstm_are_causal():
     for cfg in (TransformerConfig(vocab_size=20, block_size=10, n_layer=2, n_head=2, n_embd=16, d_ff=32,
                                   num_experts=4, k=2),
@@ -119,10 +146,10 @@ def test_moe_lstm_structure_and_routing_of_all_timesteps():
     idx = torch.randint(0, 20, (3, 10))
     logits, _ = m(idx)
     assert sum(m.ffn.stats["tokens_per_expert"]) == 3 * 10 * 2  # every timestep of the batch, k each
-    # residual structure of the paper: h = e + LSTM1(e); h += MoE(h); h += LSTM2(h); softmax(W h)
+    # residual structure of the paper: h = e + LSTM1(e); h += k·MoE(h); h += LSTM2(h); softmax(W h)
     e = m.embedding(idx)
     h = e + m.lstm1(e)[0]
-    h = h + m.ffn(h)
+    h = h + 2 * m.ffn(h)  # k = 2: the mean of 2 experts scaled to the sum, as the dense FFN of 2 slices
     h = h + m.lstm2(h)[0]
     torch.testing.assert_close(logits, h @ m.lm_head.weight.T + m.lm_head.bias)
     d = 16

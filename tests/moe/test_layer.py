@@ -69,13 +69,31 @@ def test_shared_and_fine_grained_experts():
     layer = MoE(D, H, E, K, router="softmax_topk", num_shared_experts=2, expert_granularity=2).eval()
     assert (layer.num_experts, layer.k, layer.d_hidden) == (2 * E, 2 * K, H // 2)
     assert layer.experts.w1.shape == (2 * E, D, H // 2)
-    assert layer.shared[0].out_features == 2 * (H // 2)
+    assert layer.shared.fc.out_features == 2 * (H // 2)
     x = torch.randn(20, D)
     routed = dense_moe(layer, x, _softmax_gates(layer, x))
-    shared = layer.shared[2](F.relu(layer.shared[0](x)))
+    shared = F.linear(F.relu(F.linear(x, layer.shared.fc.weight, layer.shared.fc.bias)),
+                      layer.shared.proj.weight, layer.shared.proj.bias)
     torch.testing.assert_close(layer(x), routed + shared, atol=1e-5, rtol=1e-5)
     per_expert = 4 * D * (H // 2)
     assert layer.active_flops_per_token() == 2 * D * 2 * E + (2 * K + 2) * per_expert
+
+
+def test_shared_experts_honour_bias_false():
+    layer = MoE(D, H, E, K, router="softmax_topk", num_shared_experts=1, bias=False)
+    assert layer.shared.fc.bias is None and layer.shared.proj.bias is None
+    assert layer.experts.b1 is None and layer.experts.b2 is None
+    x = torch.randn(6, D)
+    expected = F.relu(x @ layer.shared.fc.weight.t()) @ layer.shared.proj.weight.t()
+    torch.testing.assert_close(layer.shared(x), expected)
+
+
+def test_load_statistics_are_population_cv():
+    layer = MoE(D, H, 4, 1, router="softmax_topk")
+    layer(torch.randn(40, D))
+    routed = torch.tensor(layer.stats["tokens_per_expert"], dtype=torch.float64)
+    expected = float(routed.std(unbiased=False) / routed.mean())  # dropless: routed = computed
+    assert abs(layer.stats["cv_load"] - expected) < 1e-5
 
 
 def test_active_flops_per_token_noisy_counts_both_gating_matmuls():

@@ -16,11 +16,8 @@ from moeplace.cli.args import (
     probability,
 )
 
-_MODEL_FLAGS = {  # flag dest -> model config field (per family where names differ)
-    "block_size": "block_size", "n_layer": "n_layer", "n_head": "n_head", "d_ff": "d_ff",
-    "num_experts": "num_experts", "k": "k", "d_expert": "d_expert", "moe_every": "moe_every",
-    "dropout": "dropout", "activation": "activation", "pos_emb": "pos_emb",
-}
+_MODEL_FLAGS = ("block_size", "n_layer", "n_head", "d_ff", "num_experts", "k", "d_expert", "moe_every",
+                "dropout", "activation", "pos_emb", "softmax_samples")  # flags named as their config field
 _TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_decay", "grad_clip",
                 "eval_interval", "eval_tokens", "seed")
 
@@ -35,8 +32,8 @@ def set_threads(n: int) -> None:
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=None,
-                   help="text file (90/10 split) or folder with train/valid/test files "
-                        "(default: Tiny Shakespeare)")
+                   help="text file (90/10 split; .gz read too), folder with train/valid/test files, or a "
+                        "built-in corpus: tinyshakespeare (default), kjv (King James Bible, word level)")
     p.add_argument("--level", choices=["char", "word"], default="char", help="tokenisation level")
     p.add_argument("--max-vocab", type=positive_int, default=None,
                    help="word level: keep the N most frequent words")
@@ -46,7 +43,7 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
 
 def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (defaults come from --preset)")
-    g.add_argument("--preset", choices=["demo", "nanogpt", "moe-lstm"], default=None,
+    g.add_argument("--preset", choices=["demo", "nanogpt", "moe-lstm", "moe-lstm-h"], default=None,
                    help="starting configuration (default: demo, or moe-lstm with --family lstm)")
     g.add_argument("--family", choices=["transformer", "lstm"], default=None, help="model family")
     g.add_argument("--block-size", type=positive_int, help="context length")
@@ -63,6 +60,17 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--router", help="MoE router (noisy_topk = the paper's; a different router than the "
                                     "preset's drops the preset's router options)")
     g.add_argument("--capacity-factor", type=positive_float, help="MoE capacity factor (default: dropless)")
+    g.add_argument("--gate-init-std", type=nonneg_float,
+                   help="noisy_topk: gating weights from N(0, std^2 / d) instead of the paper's zeros "
+                        "(1 trained as well as softmax top-k in the small Transformer; docs/lm.md)")
+    g.add_argument("--moe-groups", type=nonneg_int,
+                   help="hierarchical MoE (the paper's appendix B): this many groups of num-experts / groups "
+                        "experts (0 = flat MoE)")
+    g.add_argument("--k-groups", type=positive_int,
+                   help="hierarchical MoE: groups per token (default 2); k / k-groups experts in each")
+    g.add_argument("--softmax-samples", type=nonneg_int,
+                   help="train with a sampled softmax over this many words when the vocabulary is larger "
+                        "(0 = full softmax); evaluation is always exact")
     g.add_argument("--dropout", type=probability, help="dropout probability")
     g.add_argument("--activation", choices=["relu", "gelu", "silu"], help="FFN / expert activation")
     g.add_argument("--pos-emb", choices=["learned", "rope"],
@@ -96,8 +104,8 @@ def build_config(args: argparse.Namespace, vocab_size: int):
 
         raise InputError(f"--family {args.family} does not match --preset {preset} ({cfg.model.family})")
     m = dataclasses.asdict(cfg.model)
-    for dest, fld in _MODEL_FLAGS.items():
-        v = getattr(args, dest, None)
+    for fld in _MODEL_FLAGS:
+        v = getattr(args, fld, None)
         if v is not None and fld in m:
             m[fld] = v
     if args.d_model is not None:
@@ -107,6 +115,14 @@ def build_config(args: argparse.Namespace, vocab_size: int):
         m["moe_kwargs"] = {**keep, "router": args.router}  # the preset's router options fit its router only
     if args.capacity_factor is not None:
         m["moe_kwargs"]["capacity_factor"] = args.capacity_factor
+    if args.gate_init_std is not None:
+        m["moe_kwargs"]["gate_init_std"] = args.gate_init_std
+    if args.moe_groups == 0:  # flat MoE
+        m["moe_kwargs"] = {k: v for k, v in m["moe_kwargs"].items() if k not in ("num_groups", "k_groups")}
+    elif args.moe_groups is not None:
+        m["moe_kwargs"]["num_groups"] = args.moe_groups
+    if args.k_groups is not None:
+        m["moe_kwargs"]["k_groups"] = args.k_groups
     kw = {f: getattr(args, f) for f in _TRAIN_FLAGS if getattr(args, f, None) is not None}
     if args.time_budget is not None:
         kw["time_budget"] = args.time_budget or None
@@ -203,6 +219,8 @@ def _checkpoint_corpus(state: dict, args: argparse.Namespace):
         args.corpus = Path(info["source"]) if Path(info["source"]).exists() else None
     if getattr(args, "need_data", False):
         args.level = info["level"]
+        if args.level == "word" and args.max_vocab is None:  # the vocabulary limit it was trained with
+            args.max_vocab = len(info["vocab"])
         corpus = _load_corpus(args, None)
         if corpus.vocab != info["vocab"]:
             raise InputError(f"{args.corpus}: vocabulary differs from the checkpoint's (different corpus?)")
@@ -256,10 +274,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Dense vs MoE with growing expert counts at equal active compute and tokens: table + plots."""
-    from moeplace.lm.compare import run_compare
+    from moeplace.errors import InputError
+    from moeplace.lm.compare import compare_configs, run_compare, table_rows
+    from moeplace.utils import markdown_table, print_json_line
 
     set_threads(args.threads)
-    return run_compare(args)
+    try:
+        experts = [int(e) for e in str(args.experts).split(",") if e.strip()]
+    except ValueError:
+        raise InputError(f"--experts must be comma-separated integers, not {args.experts!r}") from None
+    if not experts or min(experts) < 0:
+        raise InputError(f"--experts must list expert counts >= 0, not {args.experts!r}")
+    if any(0 < e < args.k for e in experts):
+        raise InputError(f"--experts {args.experts}: every MoE needs at least --k {args.k} experts")
+    out = Path(args.out)
+    corpus = _load_corpus(args, out)
+    moe_kwargs = {"router": args.router}
+    if args.gate_init_std is not None:
+        moe_kwargs["gate_init_std"] = args.gate_init_std
+    for cfg in compare_configs(args.family, experts, corpus.vocab_size, args.k, args.d_model, args.d_expert,
+                               args.n_layer, args.block_size, moe_kwargs, args.softmax_samples):
+        check_model_config(cfg)
+    rows, paths = run_compare(corpus, args.family, experts, out, args.k, args.d_model, args.d_expert,
+                              args.n_layer, args.block_size, args.batch_size, args.steps, args.lr,
+                              args.eval_interval, args.eval_tokens, args.seed, moe_kwargs,
+                              args.softmax_samples, args.dropout, overwrite=args.overwrite)
+    print(markdown_table(table_rows(rows)))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if args.json:
+        print_json_line({"family": args.family, "rows": table_rows(rows)})
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -319,6 +363,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training steps of every model (equal tokens)")
     p.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate")
     p.add_argument("--router", default="noisy_topk", help="MoE router")
+    p.add_argument("--gate-init-std", type=nonneg_float, default=None,
+                   help="noisy_topk: gating weights from N(0, std^2 / d) instead of zeros")
+    p.add_argument("--softmax-samples", type=nonneg_int, default=1024,
+                   help="train with a sampled softmax over this many words when the vocabulary is larger "
+                        "(default 1024; 0 = full softmax); evaluation is always exact")
+    p.add_argument("--dropout", type=probability, default=0.0, help="dropout probability")
     p.add_argument("--eval-interval", type=nonneg_int, default=100,
                    help="steps between validation evaluations")
     p.add_argument("--eval-tokens", type=positive_int, default=16384,

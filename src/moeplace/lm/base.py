@@ -6,42 +6,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+from moeplace.lm.softmax import sampled_softmax_loss
+from moeplace.moe.ffn import FeedForward
 
-
-def activation_module(name: str) -> nn.Module:
-    """The activation called `name` (relu, gelu, silu)."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, not {name!r}")
-    return _ACTIVATIONS[name]()
-
-
-class FeedForward(nn.Module):
-    """A dense two-layer feed-forward network d -> h -> d: the dense counterpart of one MoE layer."""
-
-    def __init__(self, d_model: int, d_hidden: int, activation: str = "relu", bias: bool = True):
-        super().__init__()
-        self.fc = nn.Linear(d_model, d_hidden, bias=bias)
-        self.act = activation_module(activation)
-        self.proj = nn.Linear(d_hidden, d_model, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.act(self.fc(x)))
-
-    def active_flops_per_token(self) -> int:
-        """Forward FLOPs per token (2 per multiply-add)."""
-        fc, proj = self.fc, self.proj
-        return 2 * (fc.in_features * fc.out_features + proj.in_features * proj.out_features)
+__all__ = ["FeedForward", "LanguageModel", "is_moe", "make_ffn"]
 
 
 def make_ffn(d_model: int, d_hidden: int, num_experts: int, k: int, activation: str, bias: bool,
              moe_kwargs: dict | None) -> nn.Module:
-    """A dense FFN (num_experts == 0) or an MoE layer whose experts each have d_hidden units."""
+    """A dense FFN (num_experts == 0) or an MoE layer whose experts each have d_hidden units.
+
+    moe_kwargs with `num_groups` (and optionally `k_groups`, default 2) builds the paper's two-level
+    hierarchical MoE instead: num_groups groups of num_experts / num_groups experts, k_groups groups and
+    k / k_groups experts in each per token (so k experts in all), noisy top-k gating at both levels.
+    """
     if num_experts <= 0:
         return FeedForward(d_model, d_hidden, activation, bias)
-    from moeplace.moe import MoE
+    from moeplace.moe import HierarchicalMoE, MoE
 
-    return MoE(d_model, d_hidden, num_experts, k, activation=activation, bias=bias, **(moe_kwargs or {}))
+    kw = dict(moe_kwargs or {})
+    groups = kw.pop("num_groups", None)
+    if groups is None:
+        return MoE(d_model, d_hidden, num_experts, k, activation=activation, bias=bias, **kw)
+    k_groups = kw.pop("k_groups", 2)
+    if kw.pop("router", "noisy_topk") != "noisy_topk":
+        raise ValueError("the hierarchical MoE (num_groups) uses the paper's noisy_topk router only")
+    if not isinstance(groups, int) or groups < 1 or num_experts % groups:
+        raise ValueError(f"num_groups={groups!r} must divide num_experts={num_experts}")
+    if not isinstance(k_groups, int) or k_groups < 1 or k % k_groups:
+        raise ValueError(f"k_groups={k_groups!r} must divide k={k}")
+    return HierarchicalMoE(d_model, d_hidden, groups, num_experts // groups, k_groups, k // k_groups,
+                           activation=activation, bias=bias, **kw)
 
 
 def is_moe(module: nn.Module) -> bool:
@@ -56,15 +51,28 @@ class LanguageModel(nn.Module):
 
     block_size: int
     lm_head: nn.Linear
+    softmax_samples: int = 0  # > 0 and < vocab: sampled softmax in training (lm/softmax.py)
+    proposal: torch.Tensor | None = None  # its sampling distribution over the vocabulary (None: uniform)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Final hidden states [B, T, d] for token ids idx [B, T]."""
         raise NotImplementedError
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [B, T, V] and, when targets are given, the mean cross-entropy (without aux losses)."""
-        logits = self.lm_head(self.hidden(idx))
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits [B, T, V] and, when targets are given, the mean cross-entropy (without aux losses).
+
+        In training with targets and `softmax_samples` below the vocabulary size, the loss is the sampled
+        softmax's and the logits are None (they are never computed); in eval mode it is always exact.
+        """
+        h = self.hidden(idx)
+        vocab = self.lm_head.out_features
+        if targets is not None and self.training and 0 < self.softmax_samples < vocab:
+            q = self.proposal if self.proposal is not None else h.new_full((vocab,), 1.0 / vocab)
+            loss = sampled_softmax_loss(h.reshape(-1, h.size(-1)), self.lm_head.weight, self.lm_head.bias,
+                                        targets.reshape(-1), q.to(h.device), self.softmax_samples)
+            return None, loss
+        logits = self.lm_head(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))

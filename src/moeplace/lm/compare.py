@@ -7,7 +7,6 @@ costs, so only the total parameter count (the number of experts) changes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 from pathlib import Path
@@ -22,11 +21,13 @@ from moeplace.runs import read_jsonl
 
 def compare_configs(family: str, experts: list[int], vocab_size: int, k: int = 2, d_model: int = 64,
                     d_expert: int = 128, n_layer: int = 2, block_size: int = 64,
-                    moe_kwargs: dict | None = None) -> list[Any]:
+                    moe_kwargs: dict | None = None, softmax_samples: int = 0, dropout: float = 0.0
+                    ) -> list[Any]:
     """Model configs of equal active compute: dense d_ff = k * d_expert; MoE k experts of d_expert units."""
     out = []
     for e in experts:
         common: dict[str, Any] = dict(vocab_size=vocab_size, block_size=block_size, d_ff=k * d_expert,
+                                      softmax_samples=softmax_samples, dropout=dropout,
                                       num_experts=e, k=k, d_expert=d_expert if e else None,
                                       moe_kwargs=dict(moe_kwargs or {}) if e else {})
         if e == 1:
@@ -120,32 +121,17 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: Path, title: str) -> dict
     return paths
 
 
-def run_compare(args: argparse.Namespace) -> int:
-    """The `moeplace lm compare` command."""
-    from moeplace.errors import InputError
-    from moeplace.lm.data import load_corpus
-    from moeplace.utils import markdown_table, print_json_line
-
-    try:
-        experts = [int(e) for e in str(args.experts).split(",") if e.strip()]
-    except ValueError:
-        raise InputError(f"--experts must be comma-separated integers, not {args.experts!r}") from None
-    if not experts or min(experts) < 0:
-        raise InputError(f"--experts must list expert counts >= 0, not {args.experts!r}")
-    if any(0 < e < args.k for e in experts):
-        raise InputError(f"--experts {args.experts}: every MoE needs at least --k {args.k} experts")
-    out = Path(args.out)
-    corpus = load_corpus(args.corpus, args.level, args.cache_dir or out.parent / ".cache" / "lm-data",
-                         args.max_vocab)
-    configs = compare_configs(args.family, experts, corpus.vocab_size, args.k, args.d_model, args.d_expert,
-                              args.n_layer, args.block_size, {"router": args.router})
-    rows = run_models(configs, corpus, out, args.batch_size, args.steps, args.lr, args.eval_interval,
-                      args.eval_tokens, args.seed, overwrite=getattr(args, "overwrite", False))
-    title = (f"{args.family}, k={args.k}, d_model={args.d_model}, d_expert={args.d_expert}, "
-             f"{args.steps} steps x {args.batch_size * args.block_size} tokens")
-    paths = write_outputs(rows, out, title)
-    print(markdown_table(table_rows(rows)))
-    print(f"wrote {', '.join(str(p) for p in paths.values())}")
-    if args.json:
-        print_json_line({"family": args.family, "rows": table_rows(rows)})
-    return 0
+def run_compare(corpus: Corpus, family: str, experts: list[int], out_dir: Path, k: int = 2,
+                d_model: int = 64, d_expert: int = 128, n_layer: int = 2, block_size: int = 64,
+                batch_size: int = 32, steps: int = 1000, lr: float = 3e-3, eval_interval: int = 100,
+                eval_tokens: int | None = 16384, seed: int = 1337, moe_kwargs: dict | None = None,
+                softmax_samples: int = 0, dropout: float = 0.0, overwrite: bool = False
+                ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """Train dense and MoE models of equal active compute on corpus; write the table and plots to out_dir."""
+    configs = compare_configs(family, experts, corpus.vocab_size, k, d_model, d_expert, n_layer, block_size,
+                              moe_kwargs, softmax_samples, dropout)
+    rows = run_models(configs, corpus, out_dir, batch_size, steps, lr, eval_interval, eval_tokens, seed,
+                      overwrite=overwrite)
+    title = (f"{family}, k={k}, d_model={d_model}, d_expert={d_expert}, "
+             f"{steps} steps x {batch_size * block_size} tokens")
+    return rows, write_outputs(rows, out_dir, title)

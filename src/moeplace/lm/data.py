@@ -1,13 +1,15 @@
 """Plain-text corpora as memory-mapped token-id arrays, char or word level, and deterministic batches.
 
-A corpus is a text file (split 90/10 into train/valid, as nanoGPT does; test is the valid part)
-or a folder holding train/valid/test files (`train.txt`, `valid.txt`, `test.txt`, or the
-WikiText names `wiki.train.tokens`, ...). Token ids are written once to `.bin` files in a cache
-folder and read back with `np.memmap`, so a large corpus never sits in RAM as Python objects.
+A corpus is a text file (`.gz` is decompressed; split 90/10 into train/valid, as nanoGPT does; test is
+the valid part), a built-in corpus by name (`tinyshakespeare`, `kjv`), or a folder holding
+train/valid/test files (`train.txt`, `valid.txt`, `test.txt`, or the WikiText names `wiki.train.tokens`,
+...). Token ids are written once to `.bin` files in a cache folder and read back with `np.memmap`, so a
+large corpus never sits in RAM as Python objects.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from collections import Counter
@@ -27,7 +29,7 @@ _SPLIT_NAMES = {
     "valid": ("valid", "valid.txt", "val.txt", "validation.txt", "wiki.valid.tokens", "ptb.valid.txt"),
     "test": ("test", "test.txt", "wiki.test.tokens", "ptb.test.txt"),
 }
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: binary and non-UTF-8 corpora are refused (were decoded with replacements)
 
 
 def default_corpus_path() -> Path:
@@ -37,12 +39,32 @@ def default_corpus_path() -> Path:
     return TINYSHAKESPEARE
 
 
+def builtin_corpora() -> dict[str, Path]:
+    """Corpora shipped with the package, by the name `--corpus` accepts (a file of that name wins)."""
+    from moeplace.data import KJV, TINYSHAKESPEARE
+
+    return {"tinyshakespeare": TINYSHAKESPEARE, "kjv": KJV}
+
+
 def _read_text(path: Path) -> str:
-    """Read a UTF-8 text file, naming the file on any failure."""
+    """Read a UTF-8 text file, naming the file on any failure; binary or non-UTF-8 bytes are refused."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read corpus ({e.strerror})") from None
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{path}: not a readable gzip file ({e})") from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise InputError(f"{path}: not a text corpus (binary data: a NUL byte at offset {nul})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a UTF-8 text corpus (byte 0x{data[e.start]:02x} at offset {e.start} "
+                         f"is not UTF-8; convert the file, e.g. iconv -t utf-8)") from None
 
 
 def _find_split(folder: Path, split: str) -> Path | None:
@@ -158,6 +180,8 @@ def load_corpus(path: str | Path | None = None, level: str = "char", cache_dir: 
     if level not in ("char", "word"):
         raise InputError(f"--level must be char or word, not {level!r}")
     path = Path(path) if path is not None else default_corpus_path()
+    if not path.exists() and str(path) in builtin_corpora():
+        path = builtin_corpora()[str(path)]
     if not path.exists():
         raise InputError(f"{path}: corpus not found")
     cache = Path(cache_dir) if cache_dir is not None else Path("runs") / ".cache" / "lm-data"

@@ -28,6 +28,8 @@ from torch import nn
 
 from moeplace.checkpoint import load_checkpoint, load_model_state
 from moeplace.errors import CheckpointError, InputError, MoeplaceError
+from moeplace.lm.config import train_config_from_dict
+from moeplace.lm.models import build_model
 from moeplace.moe import parallel
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -335,9 +337,6 @@ def _check_config(source: Path, state: dict[str, Any], model_config: dict | None
 
 def load_sharded_for_inference(shard_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """A whole model (one process, eval mode) and the saved state from a sharded LM checkpoint."""
-    from moeplace.lm.models import build_model
-    from moeplace.lm.train import train_config_from_dict
-
     index_extra = load_checkpoint(Path(shard_dir) / parallel.read_index(shard_dir)["shards"][0])["extra"]
     if not isinstance(index_extra, dict) or "config" not in index_extra:
         raise CheckpointError(f"{shard_dir}: not a language-model checkpoint (no 'config')")

@@ -29,7 +29,9 @@ class LSTMConfig:
     num_experts: int = 0            # 0 = dense FFN
     k: int = 2
     d_expert: int | None = None     # hidden units of one expert; None = d_ff // k (same active compute)
-    moe_kwargs: dict = field(default_factory=dict)
+    moe_kwargs: dict = field(default_factory=dict)  # MoE options; num_groups (+ k_groups): hierarchical MoE
+    softmax_samples: int = 0        # training output layer: sampled softmax over this many words (0 = full)
+    moe_output_scale: float | None = None  # MoE output multiplier; None = k (as in the Transformer's Block)
     family: str = "lstm"
 
 
@@ -40,11 +42,17 @@ class LSTMLM(LanguageModel):
         super().__init__()
         self.cfg = cfg
         self.block_size = cfg.block_size
+        self.softmax_samples = cfg.softmax_samples
         d = cfg.d_model
         self.embedding = nn.Embedding(cfg.vocab_size, d)
         self.lstm1 = nn.LSTM(d, d, batch_first=True)
         d_hidden = (cfg.d_expert or max(1, cfg.d_ff // cfg.k)) if cfg.num_experts > 0 else cfg.d_ff
         self.ffn = make_ffn(d, d_hidden, cfg.num_experts, cfg.k, cfg.activation, True, cfg.moe_kwargs)
+        # Gates over the k experts sum to 1: scaling by k makes k experts of d_ff / k units return what the
+        # dense FFN of d_ff units returns (the sum of its slices), as TransformerConfig.moe_output_scale does.
+        self.ffn_scale = 1.0
+        if cfg.num_experts > 0:
+            self.ffn_scale = float(cfg.k if cfg.moe_output_scale is None else cfg.moe_output_scale)
         self.lstm2 = nn.LSTM(d, d, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=True)
@@ -61,7 +69,8 @@ class LSTMLM(LanguageModel):
         """Hidden states [B, T, d_model] after the second LSTM's residual."""
         x = self.embedding(idx)
         x = x + self.drop(self.lstm1(x)[0])
-        x = x + self.drop(self.ffn(x))  # the MoE sees every timestep of the batch at once: [B, T, d]
+        h = self.ffn(x)  # the MoE sees every timestep of the batch at once: [B, T, d]
+        x = x + self.drop(h * self.ffn_scale if self.ffn_scale != 1.0 else h)
         return x + self.drop(self.lstm2(x)[0])
 
     def embedding_params(self) -> int:

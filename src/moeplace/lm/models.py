@@ -33,7 +33,7 @@ def config_from_dict(d: dict, source: str = "checkpoint") -> ModelConfig:
     if family not in FAMILIES:
         raise CheckpointError(f"{source}: unknown model family {family!r}")
     cls = FAMILIES[family][0]
-    if family == "transformer" and d.get("num_experts") and "moe_output_scale" not in d:
+    if d.get("num_experts") and "moe_output_scale" not in d:
         d = {**d, "moe_output_scale": 1.0}  # checkpoints written before the field existed: unscaled MoE
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names

@@ -14,7 +14,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,56 +22,19 @@ import torch
 from moeplace.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from moeplace.errors import CheckpointError, DivergenceError, InputError
 from moeplace.lm import distributed as dist_rt
+from moeplace.lm.config import TrainConfig, train_config_from_dict, train_config_to_dict
 from moeplace.lm.data import Corpus, check_context, eval_windows, get_batch
-from moeplace.lm.models import ModelConfig, build_model, config_from_dict, config_to_dict, describe
+from moeplace.lm.models import build_model, config_to_dict, describe
+from moeplace.lm.softmax import unigram_proposal
 from moeplace.moe import aux_loss, moe_stats
 from moeplace.numerics import check_finite, diverges_at
 from moeplace.runs import append_jsonl, claim_run_dir, truncate_jsonl
 from moeplace.utils import progress, seed_everything
 
 CKPT_NAME = "ckpt.safetensors"
+__all__ = ["TrainConfig", "evaluate", "load_for_inference", "lr_at", "train", "train_config_from_dict",
+           "train_config_to_dict"]
 RUN_FILES = (CKPT_NAME, "ckpt.json", "metrics.jsonl", dist_rt.SHARDED_DIR, "tb")  # what marks a run
-
-
-@dataclass
-class TrainConfig:
-    """Every training hyperparameter in one place (model sizes live in `model`)."""
-
-    model: ModelConfig
-    batch_size: int = 12            # global batch (rows); a data-parallel rank takes rows [rank::world]
-    lr: float = 1e-3                # peak learning rate
-    min_lr: float = 1e-4            # learning rate at the end of the cosine decay
-    warmup: float = 0.05            # fraction of the run spent warming up linearly
-    max_steps: int = 2000           # step budget (the run ends at whichever budget is spent first)
-    time_budget: float | None = None  # seconds of wall time; the LR schedule then runs over this time
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0          # 0 = no clipping
-    eval_interval: int = 250        # steps between evaluations (0 = only at the end)
-    eval_tokens: int | None = 16384  # validation tokens per periodic evaluation (None = whole split)
-    log_interval: int = 10
-    seed: int = 1337
-    extra: dict = field(default_factory=dict)  # free-form notes stored with the run
-
-    @property
-    def block_size(self) -> int:
-        """Context length of the model."""
-        return self.model.block_size
-
-
-def train_config_to_dict(cfg: TrainConfig) -> dict:
-    """JSON-ready dict of a TrainConfig (model config nested)."""
-    d = asdict(cfg)
-    d["model"] = config_to_dict(cfg.model)
-    return d
-
-
-def train_config_from_dict(d: dict, source: str = "checkpoint") -> TrainConfig:
-    """Inverse of train_config_to_dict."""
-    d = dict(d)
-    d["model"] = config_from_dict(d["model"], source)
-    return TrainConfig(**d)
 
 
 def lr_at(progress_frac: float, cfg: TrainConfig) -> float:
@@ -228,6 +190,8 @@ def train(cfg: TrainConfig, corpus: Corpus, out_dir: str | Path, resume: bool = 
     check_context(corpus, cfg.block_size)
     seed_everything(cfg.seed)
     model = build_model(cfg.model).to(ctx.device)  # built on the CPU from the seed, then moved
+    if getattr(cfg.model, "softmax_samples", 0):  # sampled softmax draws words by training-split frequency
+        model.proposal = unigram_proposal(corpus.train, corpus.vocab_size)
     model = dist_rt.parallelize(model, ctx)
     optimizer = make_optimizer(model, cfg)
     step, elapsed0 = 0, 0.0

@@ -36,6 +36,7 @@ class TransformerConfig:
     moe_kwargs: dict = field(default_factory=dict)  # for moeplace.moe.MoE (router, capacity_factor, ...)
     moe_output_scale: float | None = None  # MoE output multiplier; None = k (see Block)
     pos_emb: str = "learned"        # "learned" absolute position embeddings (GPT-2) or "rope" (rotary)
+    softmax_samples: int = 0        # training output layer: sampled softmax over this many words (0 = full)
     family: str = "transformer"
 
 
@@ -62,6 +63,9 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"n_embd {cfg.n_embd} must be divisible by n_head {cfg.n_head}")
         if cfg.pos_emb not in ("learned", "rope"):
             raise ValueError(f"pos_emb must be 'learned' or 'rope', not {cfg.pos_emb!r}")
+        if cfg.pos_emb == "rope" and (cfg.n_embd // cfg.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, not n_embd {cfg.n_embd} / "
+                             f"n_head {cfg.n_head} = {cfg.n_embd // cfg.n_head}")
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -122,6 +126,7 @@ class TransformerLM(LanguageModel):
         super().__init__()
         self.cfg = cfg
         self.block_size = cfg.block_size
+        self.softmax_samples = cfg.softmax_samples
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos_emb == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)

@@ -15,24 +15,18 @@ from torch import Tensor, nn
 from moeplace.errors import NonFiniteError
 from moeplace.moe.dispatch import Dispatch, combine, expert_capacity, gather_tokens, sort_by_expert
 from moeplace.moe.experts import ACTIVATIONS, Experts
+from moeplace.moe.ffn import FeedForward
 from moeplace.moe.padded import SlotDispatch, padded_moe, slot_by_expert
-from moeplace.moe.routing import ROUTERS, ExpertChoiceRouter, Router, Routing, count_per_expert
+from moeplace.moe.routing import (
+    ROUTERS,
+    ExpertChoiceRouter,
+    Router,
+    Routing,
+    coefficient_of_variation,
+    count_per_expert,
+)
 
 DISPATCHES = ("auto", "sorted", "padded")
-
-
-def _cv(x: Tensor) -> Tensor:
-    """Coefficient of variation (population std / mean) of a float vector."""
-    x = x.float()
-    if x.numel() <= 1:
-        return x.new_zeros(())
-    return x.std(unbiased=False) / (x.mean() + 1e-10)
-
-
-def feed_forward(d_model: int, d_hidden: int, activation: str) -> nn.Sequential:
-    """A plain two-layer FFN (used for always-on shared experts)."""
-    act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}[activation]
-    return nn.Sequential(nn.Linear(d_model, d_hidden), act(), nn.Linear(d_hidden, d_model))
 
 
 class MoEModule(nn.Module):
@@ -68,8 +62,9 @@ class MoEModule(nn.Module):
             dropped = 1.0 - taken.float().mean()
         self._stats = {
             "tokens_per_expert": dispatch.tokens_per_expert.detach(),
-            "cv_importance": _cv(routing.importance if importance is None else importance).detach(),
-            "cv_load": _cv(routed),
+            "cv_importance": coefficient_of_variation(
+                routing.importance if importance is None else importance).detach(),
+            "cv_load": coefficient_of_variation(routed),
             "max_over_mean_load": routed.max() / routed.mean().clamp_min(1e-10),
             "dropped_fraction": torch.as_tensor(dropped),
         }
@@ -136,7 +131,7 @@ class MoE(MoEModule):
             raise ValueError(f"router must be one of {sorted(ROUTERS)} or a Router, got {router!r}")
         self.experts = Experts(self.num_experts, d_model, self.d_hidden, activation, bias)
         self.num_shared_experts = num_shared_experts
-        self.shared = (feed_forward(d_model, num_shared_experts * self.d_hidden, activation)
+        self.shared = (FeedForward(d_model, num_shared_experts * self.d_hidden, activation, bias)
                        if num_shared_experts else None)
 
     def forward(self, x: Tensor) -> Tensor:

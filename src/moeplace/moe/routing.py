@@ -29,6 +29,11 @@ def cv_squared(x: Tensor) -> Tensor:
     return ((x - mean) ** 2).mean() / (mean**2 + 1e-10)
 
 
+def coefficient_of_variation(x: Tensor) -> Tensor:
+    """Population std / mean, the square root of `cv_squared` (the load statistics the layers report)."""
+    return cv_squared(x).sqrt()
+
+
 def z_loss(logits: Tensor) -> Tensor:
     """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2 (keeps router logits small)."""
     return torch.logsumexp(_promote(logits), dim=-1).pow(2).mean()
@@ -124,12 +129,17 @@ class NoisyTopKRouter(Router):
     Loss = w_importance·CV(Importance)^2 + w_load·CV(Load)^2 where Importance_i = sum_x G(x)_i and, in
     training with noise, Load_i = sum_x P(x, i) with
     P(x, i) = Phi(((x·Wg)_i - kth_excluding(H(x), k, i)) / Softplus((x·Wnoise)_i)); without noise (or when
-    k = E) Load_i is the number of tokens sent to expert i. Wg and Wnoise start at zero as in the paper.
+    k = E) Load_i is the number of tokens sent to expert i. Wg and Wnoise start at zero as in the paper;
+    gate_init_std > 0 draws Wg from N(0, gate_init_std^2 / d) instead, so the clean logits, not the noise
+    (std Softplus(0) = 0.69 at the start), decide the first routings.
     """
 
     def __init__(self, d_model: int, num_experts: int, k: int, w_importance: float = 0.1,
-                 w_load: float = 0.1, noisy: bool = True, z_loss_weight: float = 0.0) -> None:
+                 w_load: float = 0.1, noisy: bool = True, z_loss_weight: float = 0.0,
+                 gate_init_std: float = 0.0) -> None:
         super().__init__(d_model, num_experts, k, z_loss_weight, zero_init=True)
+        if gate_init_std > 0:
+            nn.init.normal_(self.w_gate, std=gate_init_std * d_model**-0.5)
         self.w_noise = nn.Parameter(torch.zeros(d_model, num_experts))
         self.w_importance, self.w_load, self.noisy = w_importance, w_load, noisy
 
