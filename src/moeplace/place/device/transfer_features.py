@@ -36,7 +36,6 @@ class DeviceContext:
     adj: Tensor  # [G, G] row-normalised undirected adjacency
     bytes_in: Tensor  # [G, G] bytes_in[t, u]: bytes group t receives from group u (u < t)
     sends: Tensor  # [G, G] 1 where bytes_in > 0
-    producers: list[Tensor]  # producers[t]: the steps u < t that send to step t
     compute: Tensor  # [G, D] compute time of group t on device d, in units of the mean group's
     params: Tensor  # [G] parameter + gradient + optimizer bytes of group t
     memory: Tensor  # [D] device memory (bytes)
@@ -44,6 +43,27 @@ class DeviceContext:
     latency: Tensor  # [D, D] link latency (0 on the diagonal), in time units
     devices: Tensor  # [D, DEVICE_DIM]
     num_devices: int
+    ops: list[OpSchedule]  # ops[t]: step t's ops in topological order, with their inputs
+    op_time: Tensor  # [N, D] forward + backward time of each op on each device, in time units
+    num_ops: int
+
+
+@dataclass
+class OpInputs:
+    """One op's inputs: `local` = positions of producers in the same group (earlier in its op list),
+    `ext` = producer ops of groups placed at earlier steps, `ext_bytes` = the bytes each sends."""
+
+    local: Tensor
+    ext: Tensor
+    ext_bytes: Tensor
+
+
+@dataclass
+class OpSchedule:
+    """The ops of one group in topological order and each one's inputs."""
+
+    ops: Tensor
+    inputs: list[OpInputs]
 
 
 def device_features(problem: DevicePlacementProblem) -> np.ndarray:
@@ -87,19 +107,46 @@ def context_of(problem: DevicePlacementProblem) -> DeviceContext:
     def t(x: np.ndarray) -> Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float32))
 
-    producers = [torch.as_tensor(np.flatnonzero(row > 0)) for row in bytes_in]
     return DeviceContext(torch.as_tensor(order), t(problem.node_features()[order]), t(adj), t(bytes_in),
-                         t(bytes_in > 0), producers, t(work[order] / unit), t(params), t(sim.memory),
-                         t(inv_bw), t(lat), t(device_features(problem)), D)
+                         t(bytes_in > 0), t(work[order] / unit), t(params), t(sim.memory),
+                         t(inv_bw), t(lat), t(device_features(problem)), D, op_schedules(problem, order),
+                         t((sim.fwd_time + sim.bwd_time) / unit), g.num_ops)
+
+
+def op_schedules(problem: DevicePlacementProblem, order: np.ndarray) -> list[OpSchedule]:
+    """Per step (group in topological order): its ops in topological order and each op's inputs.
+    An input from a group placed at a later step (a group that is not convex) is left out."""
+    g = problem.graph
+    step = np.empty(g.num_groups, np.int64)
+    step[order] = np.arange(g.num_groups)
+    op_step = step[g.group]
+    preds: list[list[int]] = [[] for _ in range(g.num_ops)]
+    for s_, d_ in g.edges.T:
+        preds[int(d_)].append(int(s_))
+    out = []
+    for t_ in range(g.num_groups):
+        ops = np.flatnonzero(op_step == t_)  # op indices are in topological order
+        where = {int(o): i for i, o in enumerate(ops)}
+        inputs = []
+        for o in ops:
+            local = [where[p] for p in preds[o] if p in where]
+            ext = [p for p in preds[o] if p not in where and op_step[p] < t_]
+            inputs.append(OpInputs(torch.as_tensor(local, dtype=torch.long),
+                                   torch.as_tensor(ext, dtype=torch.long),
+                                   torch.as_tensor(g.out_bytes[ext], dtype=torch.float32)))
+        out.append(OpSchedule(torch.as_tensor(ops), inputs))
+    return out
 
 
 class StepState:
     """A batch of partial placements, built one group at a time in topological order.
 
     `features(t)` gives the STEP_FEATURES `[B, D, STEP_DIM]` of putting step t's group on each device;
-    `commit(t, actions)` places it. Finish times follow list scheduling: the group starts when its
-    last input has arrived (producer's finish + bytes / bandwidth + latency) and the device has
-    finished the groups placed on it before; it runs for its compute time (forward + backward).
+    `commit(t, actions)` places it. Finish times follow list scheduling op by op: each of the group's
+    ops starts when its inputs have arrived (producer's finish, + bytes / bandwidth + latency from
+    another device) and the device has finished what was placed on it before; it runs for its
+    forward + backward time. Op by op, not group by group, so a layer placed after its producer on
+    another device can start on the producer's first time step (pipelining) rather than its last.
     """
 
     def __init__(self, ctx: DeviceContext, batch: int) -> None:
@@ -109,21 +156,17 @@ class StepState:
         self.lat_of = torch.zeros(batch, G, D)
         self.load = torch.zeros(batch, D)  # compute placed on each device
         self.mem = torch.zeros(batch, D)  # bytes placed on each device
-        self.finish = torch.zeros(batch, G)  # finish time of each placed step
+        self.op_finish = torch.zeros(batch, ctx.num_ops)  # finish time of each placed op
+        self.op_device = torch.zeros(batch, ctx.num_ops, dtype=torch.long)
         self.avail = torch.zeros(batch, D)  # when each device has finished what it holds
         self._eft = torch.zeros(batch, D)
+        self._op_fin = torch.zeros(batch, D, 0)
 
     def features(self, t: int) -> Tensor:
         """STEP_FEATURES of placing step t's group on each device, `[B, D, STEP_DIM]`."""
         ctx = self.ctx
         comm = ctx.bytes_in[t] @ self.inv_bw_of + ctx.sends[t] @ self.lat_of
-        prods = ctx.producers[t]
-        ready = torch.zeros_like(self.avail)
-        if len(prods):
-            arrive = (self.finish[:, prods, None] + ctx.bytes_in[t, prods][None, :, None]
-                      * self.inv_bw_of[:, prods] + self.lat_of[:, prods])
-            ready = arrive.amax(1)
-        self._eft = torch.maximum(ready, self.avail) + ctx.compute[t]
+        self._eft = self._schedule(t)
         compute = ctx.compute[t].expand_as(self.load)
         after = self.load + compute
         mem_after = (self.mem + ctx.params[t]) / ctx.memory
@@ -133,6 +176,28 @@ class StepState:
                             / (after.mean(-1, keepdim=True) + 1.0), mem_after.clamp(max=4.0),
                             torch.log1p(self._eft) / 4.0, torch.log1p(self._eft - best)], dim=-1)
 
+    def _schedule(self, t: int) -> Tensor:
+        """List-schedule step t's ops on each device in turn `[B, D]`: each op starts when its inputs
+        have arrived (same group: when it finished; another group: its finish + bytes / bandwidth +
+        latency from that group's device) and the device is free; returns the last op's finish."""
+        ctx, sched = self.ctx, self.ctx.ops[t]
+        B, D = self.avail.shape
+        fin = torch.zeros(B, D, len(sched.ops))
+        free = self.avail
+        for i, (o, inp) in enumerate(zip(sched.ops.tolist(), sched.inputs)):
+            start = free
+            if len(inp.ext):
+                dev = self.op_device[:, inp.ext]  # [B, Q]
+                arrive = (self.op_finish[:, inp.ext, None] + inp.ext_bytes[None, :, None] * ctx.inv_bw[dev]
+                          + ctx.latency[dev])  # [B, Q, D]
+                start = torch.maximum(start, arrive.amax(1))
+            if len(inp.local):
+                start = torch.maximum(start, fin[:, :, inp.local].amax(-1))
+            free = start + ctx.op_time[o]
+            fin[:, :, i] = free
+        self._op_fin = fin
+        return free
+
     def commit(self, t: int, a: Tensor) -> None:
         """Place step t's group on devices `a` `[B]` (after `features(t)`)."""
         ctx, rows = self.ctx, self.rows
@@ -140,9 +205,10 @@ class StepState:
         self.lat_of[:, t] = ctx.latency[a]
         self.load[rows, a] += ctx.compute[t, a]
         self.mem[rows, a] += ctx.params[t]
-        done = self._eft[rows, a]
-        self.finish[:, t] = done
-        self.avail[rows, a] = done
+        ops = ctx.ops[t].ops
+        self.op_finish[:, ops] = self._op_fin[rows, a]
+        self.op_device[:, ops] = a[:, None]
+        self.avail[rows, a] = self._eft[rows, a]
 
 
 def teacher_features(ctx: DeviceContext, actions: Tensor) -> Tensor:
