@@ -65,6 +65,31 @@ def test_finish_time_features_follow_list_scheduling_by_hand():
     assert f[4, 1, fin].item() == pytest.approx(math.log1p(11.36 / unit) / 4, rel=1e-5)
 
 
+def test_finish_times_are_scheduled_op_by_op_so_a_pipelined_layer_starts_early():
+    """Two groups of two ops, A = a0 -> a1 and B = b0 -> b1, with a0 -> b0 and a1 -> b1 (two layers
+    over two time steps); every op 3 s on either device, every transfer 1 s. A on device 0: a0 [0, 3],
+    a1 [3, 6]. B on device 1: b0 [4, 7] (a0's output arrives at 4), b1 [7, 10]; on device 0 it
+    waits for A: [6, 9], [9, 12]. (Group by group, B on device 1 would end at 6 + 1 + 6 = 13.)"""
+    from moeplace.place.device.graph import OpGraph
+
+    n = 4
+    g = OpGraph(names=["a0", "a1", "b0", "b1"], kinds=["x"] * n, fwd_flops=np.full(n, 1.0 * G),
+                bwd_flops=np.full(n, 2.0 * G), out_bytes=np.full(n, 1.0 * G), param_bytes=np.zeros(n),
+                trivial=np.zeros(n, bool), edges=np.array([[0, 0, 1, 2], [1, 2, 3, 3]]),
+                anchor=np.full(n, -1), scope=[""] * n, layer=[""] * n,
+                group=np.array([0, 0, 1, 1]), group_names=["A", "B"], grouping="module")
+    c = load_cluster({"devices": [{"name": f"d{i}", "flops": G, "memory": 1e12} for i in range(2)],
+                      "links": [{"between": "all", "bandwidth": G, "latency": 0.0}]})
+    ctx = context_of(DevicePlacementProblem(g, c))
+    unit = 6.0  # the mean group's time on its fastest device
+    f = TransferPlacer.teacher_features(ctx, torch.tensor([[0, 1]]))[0]
+    fin, rel = STEP_FEATURES.index("finish"), STEP_FEATURES.index("finish_vs_best")
+    assert f[1, 1, fin].item() == pytest.approx(math.log1p(10 / unit) / 4, rel=1e-5)
+    assert f[1, 0, fin].item() == pytest.approx(math.log1p(12 / unit) / 4, rel=1e-5)
+    assert f[1, 0, rel].item() == pytest.approx(math.log1p(2 / unit), rel=1e-5)
+    assert f[1, 1, rel].item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_sampling_and_teacher_forced_scoring_agree():
     """The step-by-step sampler and the one-shot teacher-forced scorer give the same log-probabilities."""
     torch.manual_seed(0)

@@ -2,8 +2,8 @@
 tensors (`context_of`) and, while groups are placed one by one in topological order, the physical
 features of putting the next group on each device (`StepState`): its compute time there, the time
 its inputs take to arrive, the compute and memory already on the device, and its earliest finish
-time under list scheduling (the quantity HEFT / ETF minimise, here an input the policy learns to
-weigh). Everything is per device and in units of the graph's mean group time, so it does not
+time under list scheduling of its ops (the quantity HEFT / ETF minimise, here an input the policy
+learns to weigh). Everything is per device and in units of the graph's mean group time, so it does not
 depend on the graph's size, its time scale or the cluster's device count.
 """
 
