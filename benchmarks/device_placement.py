@@ -3,6 +3,7 @@
     python benchmarks/device_placement.py                      # the full run (see docs/benchmarks.md)
     python benchmarks/device_placement.py --graphs nmt4 --clusters k80x4 --rl-iters 300
     python benchmarks/device_placement.py --simulator-only     # simulator throughput alone
+    python benchmarks/device_placement.py --rl-cap 75          # rl and rl+ls: 75 s of wall time per pair
 
 Per graph and cluster: the heuristics, simulated annealing and PPO (both seeded by the best
 heuristic), and the 2017 seq2seq REINFORCE placer twice, side by side: `rl`, the policy gradient
@@ -10,7 +11,9 @@ alone, and `rl+ls`, the same training plus local search (a descent from each bat
 then the final stage: multi-start descent, a cool and a hot annealing with window moves, iterated
 local search). Their settings are an RL config (--rl-config: a preset or a JSON file, see
 docs/device.md; default the `benchmark` preset: 1,000 iterations over two runs, the first imitating
-the best heuristic); --rl-iters overrides its iteration count. Each with its search time.
+the best heuristic); --rl-iters overrides its iteration count; --rl-cap S drops the iteration count
+and gives rl and rl+ls S seconds of wall time each per pair (a full run that fits a shared machine;
+rl+ls keeps its local-search share of the S seconds). Each with its search time.
 --jobs 2 runs two pairs at once. Also measures simulator throughput on a 1,000-op graph. The last
 line is JSON with the figures named in the issue (`rl_*` for RL alone, `rl_ls_*` for rl+ls).
 """
@@ -155,6 +158,9 @@ def main() -> None:
                     help="REINFORCE iterations per graph x cluster (overrides the config's)")
     ap.add_argument("--rl-budget", type=float, default=600.0,
                     help="wall-time cap (s) of rl and of rl+ls per graph x cluster")
+    ap.add_argument("--rl-cap", type=float, default=None,
+                    help="rl and rl+ls run S seconds of wall time each per pair, no iteration count "
+                         "(replaces --rl-iters and --rl-budget)")
     ap.add_argument("--sa-budget", type=float, default=20.0)
     ap.add_argument("--ppo-budget", type=float, default=10.0)
     ap.add_argument("--jobs", type=int, default=1,
@@ -167,6 +173,11 @@ def main() -> None:
     if args.rl_iters is not None:
         rl_config = dataclasses.replace(rl_config, iterations=args.rl_iters)
         validate(rl_config, "--rl-iters")
+    if args.rl_cap is not None:
+        if not args.rl_cap > 0:
+            ap.error(f"--rl-cap must be a positive number of seconds, got {args.rl_cap}")
+        rl_config = dataclasses.replace(rl_config, iterations=None)
+        args.rl_budget = args.rl_cap
     seed_everything(args.seed)
     torch.set_num_threads(1)
     throughput = sim_throughput(args.seed)

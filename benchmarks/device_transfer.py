@@ -6,7 +6,7 @@ one, then place graphs of the held-out family (and two user models of no family)
 
 Per held-out graph x cluster, side by side in one process (simulated step time, ms): the best
 heuristic, simulated annealing from it (`sa`), the seq2seq policy trained from scratch with RL alone
-(`rl`), the pre-trained policy zero-shot (greedy + best of 15 samples), the same fine-tuned with RL
+(`rl`), the pre-trained policy zero-shot (greedy + best of 127 samples), the same fine-tuned with RL
 alone (`finetuned`), and seq2seq RL then local search (`rl+ls`); every search gets --budget seconds.
 The last line is JSON: per pair the step times, and the share of pairs where zero-shot is within 5%
 of SA and where fine-tuned RL is at most SA.

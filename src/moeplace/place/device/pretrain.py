@@ -30,7 +30,7 @@ RUN_FILES = ("policy.safetensors", "policy.json", "state.safetensors", "state.js
              "metrics.jsonl", "curve.png", "events.out.tfevents.*")
 # the trainer's settings for pre-training: a small entropy bonus, no self-imitation (its buffer is
 # per problem and would not survive a resume)
-PRETRAIN_RL = {"learning_rate": 3e-4, "batch": 16, "reward": "neg_sqrt", "ent_coef": 0.03,
+PRETRAIN_RL = {"learning_rate": 3e-4, "batch": 32, "reward": "neg_sqrt", "ent_coef": 0.03,
                "ent_coef_end": 1e-2, "epochs": 1, "sil_coef": 0.0}
 
 
