@@ -11,25 +11,12 @@ import torch
 
 from moeplace.moe import HierarchicalMoE, MoE
 
+from .cuda_common import CUDA_MARKS, _no_tf32, hopper  # noqa: F401  (_no_tf32: autouse fixture)
 from .reference import dense_moe
 from .test_routers import ROUTERS, _layer, reference_gates
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = CUDA_MARKS
 DEV = "cuda"
-
-
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    """Exact float32 matmuls, so CUDA and CPU agree to 1e-5."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _hopper() -> bool:
-    return torch.cuda.get_device_capability()[0] in (9, 10)
 
 
 @pytest.mark.parametrize("router", ROUTERS)
@@ -61,7 +48,7 @@ def test_every_router_bfloat16_on_cuda_is_close_to_float32_reference(router):
     layer = _layer(router, k).eval().to(DEV, torch.bfloat16)
     ref32 = copy.deepcopy(layer).float()  # the bfloat16 weights, exactly, in float32
     x = torch.randn(256, 8, device=DEV, dtype=torch.bfloat16, requires_grad=True)
-    assert layer.experts._use_grouped_mm(x) == _hopper()  # the fused grouped GEMM where it is fast
+    assert layer.experts._use_grouped_mm(x) == hopper()  # the fused grouped GEMM where it is fast
     y = layer(x)
     assert y.dtype == torch.bfloat16
     x32 = x.detach().float()

@@ -12,23 +12,11 @@ from moeplace.moe import MoE
 from moeplace.moe.dispatch import Dispatch
 from moeplace.moe.padded import SlotDispatch
 
+from .cuda_common import CUDA_MARKS, _no_tf32, hopper  # noqa: F401  (_no_tf32: autouse fixture)
 from .test_padded import D, E, H, T, _grads, _layer, dense_reference, kept_by_hand
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = CUDA_MARKS
 DEV = "cuda"
-
-
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
-
-
-def _hopper() -> bool:
-    return torch.cuda.get_device_capability()[0] in (9, 10)
 
 
 @pytest.mark.parametrize(("router", "cf"),
@@ -73,7 +61,7 @@ def test_capacity_layer_forward_and_backward_never_synchronise(router, dtype):
     assert torch.isfinite(x.grad).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or not _hopper(), reason="fused grouped GEMM: Hopper")
+@pytest.mark.skipif(not torch.cuda.is_available() or not hopper(), reason="fused grouped GEMM: Hopper")
 def test_dropless_bfloat16_grouped_mm_layer_never_synchronises():
     torch.manual_seed(0)
     layer = MoE(64, 128, 16, 2, router="softmax_topk", check_finite=False).to(DEV, torch.bfloat16)
@@ -126,4 +114,4 @@ def test_padded_layer_compiles_fullgraph_with_inductor_on_cuda(dtype):
 def test_auto_dispatch_for_dropless_bfloat16_is_sorted_on_hopper_and_padded_elsewhere():
     layer = MoE(D, H, E, 2, router="softmax_topk").to(DEV, torch.bfloat16)
     layer(torch.randn(T, D, device=DEV, dtype=torch.bfloat16))
-    assert isinstance(layer.last_dispatch, Dispatch if _hopper() else SlotDispatch)
+    assert isinstance(layer.last_dispatch, Dispatch if hopper() else SlotDispatch)

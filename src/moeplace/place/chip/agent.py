@@ -93,6 +93,7 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     from moeplace.place.chip.transfer import policy_episodes
 
     updates = [0]
+    greedy_env = make_env(problem, 1) if greedy_every else None  # design 0: the learner's problem
 
     def after_update(algo: PPO, _stats: dict[str, float]) -> bool:
         for end in algo.last_rollout.ends:
@@ -100,7 +101,7 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
         updates[0] += 1
         if greedy_every and (updates[0] - 1) % greedy_every == 0 and budget.fraction() < 1.0:
             # the policy's most likely placement: what training converges to, found before sampling does
-            end = policy_episodes(problem, policy, 1, greedy=True, design=0)[0]
+            end = policy_episodes(problem, policy, 1, greedy=True, env=greedy_env)[0]
             budget.record(end["placement"], end["cost"])
         return budget.fraction() < 1.0
 

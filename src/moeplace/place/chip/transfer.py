@@ -23,13 +23,14 @@ from moeplace.rl.vec import obs_to_tensor
 
 @torch.no_grad()
 def policy_episodes(problem: ChipProblem, policy: Any, n: int, greedy: bool, seed: int = 0,
-                    design: int | None = None) -> list[dict[str, Any]]:
+                    env: Any = None) -> list[dict[str, Any]]:
     """`n` episodes of `policy` on `problem` stepped together; their episode_end records (cost, placement).
-    `design`: the problem's id in the policy if already registered (else it is registered now)."""
+    `env`: a BatchedChipEnv of `n` envs whose design the policy already has (else one is built and
+    the problem registered)."""
     from moeplace.place.chip.batched import BatchedChipEnv
 
-    design = policy.add_design(problem) if design is None else design
-    env = BatchedChipEnv(problem, n, design=design)
+    if env is None:
+        env = BatchedChipEnv(problem, n, design=policy.add_design(problem))
     gen = torch.Generator().manual_seed(seed)
     obs, _ = env.reset()
     ends: list[dict[str, Any]] = []
@@ -66,10 +67,14 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
+        from moeplace.place.chip.batched import BatchedChipEnv
+
         t0 = time.perf_counter()
-        greedy = policy_episodes(problem, policy, 1, greedy=True)[0]
+        design = policy.add_design(problem)  # once for both rollouts
+        greedy = policy_episodes(problem, policy, 1, greedy=True, env=BatchedChipEnv(problem, 1, design))[0]
         t1 = time.perf_counter()
-        sampled = policy_episodes(problem, policy, samples, greedy=False, seed=seed)
+        sampled = policy_episodes(problem, policy, samples, greedy=False, seed=seed,
+                                  env=BatchedChipEnv(problem, samples, design))
         t2 = time.perf_counter()
     finally:
         torch.set_num_threads(threads)
