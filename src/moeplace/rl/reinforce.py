@@ -331,13 +331,17 @@ class SequenceREINFORCE(OnPolicyAlgorithm):
             if cfg.sil_coef > 0:  # the best sequences so far that beat this batch's mean
                 sil = sil_targets(elite.best(cfg.sil_size), reward, cfg.reward)
         for _ in range(cfg.epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
-            logp, ent = policy.score(ctx, actions)
+            if sil is None:
+                logp, ent = policy.score(ctx, actions)
+            else:  # the batch and the self-imitation targets in one scoring pass
+                logp, ent = policy.score(ctx, torch.cat([actions, sil[0]]))
+                sil_logp, logp, ent = logp[cfg.batch:], logp[:cfg.batch], ent[:cfg.batch]
             ratio = torch.exp(logp - old_logp)
             clipped = ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
             surrogate = torch.minimum(ratio * adv_t, clipped * adv_t)
             loss = -surrogate.mean() - coef * ent.mean()
             if sil is not None:
-                loss = loss - cfg.sil_coef * (sil[1] * policy.score(ctx, sil[0])[0]).sum() / cfg.batch
+                loss = loss - cfg.sil_coef * (sil[1] * sil_logp).sum() / cfg.batch
             self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
             self.optimizer.step()
         self.num_timesteps += cfg.batch

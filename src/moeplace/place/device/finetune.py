@@ -10,9 +10,10 @@ import time
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from moeplace.place.device.problem import DevicePlacementProblem
-from moeplace.place.device.transfer import TransferPlacer, context_of
+from moeplace.place.device.transfer import DeviceContext, TransferPlacer, context_of
 from moeplace.place.search import SearchResult
 from moeplace.rl.reinforce import EliteBuffer, SequenceREINFORCE
 from moeplace.utils import progress
@@ -23,48 +24,73 @@ from moeplace.utils import progress
 # strong self-imitation weight moved the policy furthest (chosen on graphs of the training families)
 FINETUNE_RL = {"learning_rate": 2e-3, "batch": 64, "reward": "neg_sqrt", "ent_coef": 0.01,
                "ent_coef_end": 1e-3, "epochs": 1, "sil_coef": 1.0, "sil_size": 8}
+INCUMBENT_LOGIT = 4.0
+
+
+def incumbent_prior(ctx: DeviceContext, placement: np.ndarray, logit: float) -> Tensor | None:
+    """`[G, D]` logits (topological order) adding `logit` to each group's device in `placement`."""
+    if logit <= 0:
+        return None
+    prior = torch.zeros(len(placement), ctx.num_devices)
+    prior[torch.arange(len(placement)), torch.as_tensor(placement)[ctx.order]] = logit
+    return prior
 
 
 def transfer_search(problem: DevicePlacementProblem, policy: TransferPlacer, *, finetune_s: float = 0.0,
-                    samples: int = 127, seed: int = 0, show_progress: bool = True) -> SearchResult:
+                    samples: int = 127, seed: int = 0, show_progress: bool = True,
+                    incumbent_logit: float = INCUMBENT_LOGIT, rl: dict | None = None) -> SearchResult:
     """Zero-shot placement (greedy + best of `samples`), then `finetune_s` seconds of RL on a copy of
-    the policy. `extra`: zero_shot_cost, zero_shot_s, updates."""
+    the policy, improving the incumbent (`incumbent_logit` > 0) or from scratch (0); `rl` overrides
+    FINETUNE_RL. `extra`: zero_shot_cost, zero_shot_s, updates."""
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     policy = copy.deepcopy(policy)  # the caller's (e.g. the packaged) policy is left untouched
     ctx = context_of(problem)
+    ctx.cache = {}  # scoring what was just sampled reuses the sampler's step features
+    seen: dict[bytes, float] = {}
+
+    def cost(p: np.ndarray) -> float:
+        """Step time, simulated once per distinct placement (the simulator is deterministic)."""
+        key = p.tobytes()
+        if key not in seen:
+            seen[key] = problem.cost(p)
+        return seen[key]
+
     greedy, _ = policy.sample_with_logp(ctx, 1, greedy=True)
     drawn, _ = policy.sample_with_logp(ctx, samples, generator=gen)
     cands = np.concatenate([greedy.numpy(), drawn.numpy()])
-    costs = np.array([problem.cost(p) for p in cands])
+    costs = np.array([cost(p) for p in cands])
     k = int(np.argmin(costs))
     best, best_cost = cands[k].copy(), float(costs[k])
-    evaluations = len(cands)
+    evaluations = len(seen)
     zero_s = time.perf_counter() - start
     history = [(evaluations, zero_s, best_cost)]
     updates, interrupted = 0, False
     if finetune_s > 0:
-        algo = SequenceREINFORCE(policy, **{**FINETUNE_RL, "seed": seed})
-        elite = EliteBuffer(FINETUNE_RL["sil_size"])
+        settings = {**FINETUNE_RL, **(rl or {}), "seed": seed}
+        algo = SequenceREINFORCE(policy, **settings)
+        elite = EliteBuffer(settings["sil_size"])
+        ctx.prior = incumbent_prior(ctx, best, incumbent_logit)
         elite.add(cands, costs)
         bar = progress(total=None, desc="transfer fine-tune (RL)", unit="it", disable=not show_progress)
         t0 = time.perf_counter()
         try:
             while (elapsed := time.perf_counter() - t0) < finetune_s:
-                b = algo.step(ctx, problem.cost, elapsed / finetune_s, elite)
+                b = algo.step(ctx, cost, elapsed / finetune_s, elite)
                 updates += 1
-                evaluations += len(b.costs)
                 j = int(np.argmin(b.costs))
                 if b.costs[j] < best_cost:
                     best, best_cost = b.sequences[j].copy(), float(b.costs[j])
-                    history.append((evaluations, time.perf_counter() - start, best_cost))
+                    ctx.prior = incumbent_prior(ctx, best, incumbent_logit)  # the new state to improve
+                    history.append((len(seen), time.perf_counter() - start, best_cost))
                 bar.update(1)
                 bar.set_postfix(best_ms=f"{best_cost * 1e3:.2f}")
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
+    evaluations = len(seen)
     extra = {"zero_shot_cost": float(costs[k]), "zero_shot_s": zero_s, "updates": updates,
              "finetune_s": finetune_s}
     return SearchResult(best, best_cost, evaluations, time.perf_counter() - start, history, interrupted,

@@ -166,7 +166,9 @@ def pretrain(pairs: list[Pair], settings: PretrainSettings, out: Path, *, budget
                 break
             frac = update / end_update if end_update else elapsed / budget_s
             pair = pairs[draw(settings.seed, update, len(pairs))]
+            pair.ctx.cache = {}  # scoring reuses the sampler's step features; kept for this update only
             b = algo.step(pair.ctx, pair.problem.cost, frac)
+            pair.ctx.cache = None
             update += 1
             rec = {"step": update, "pair": pair.name, "family": pair.family, "cluster": pair.cluster,
                    "mean_ratio": float(b.costs.mean() / pair.reference),

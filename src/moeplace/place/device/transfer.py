@@ -32,6 +32,7 @@ from moeplace.place.device.transfer_features import (
     DeviceContext,
     StepState,
     context_of,
+    remember,
     teacher_features,
 )
 
@@ -64,15 +65,17 @@ class TransferPlacer(nn.Module):
             h = norm(h + mlp(torch.cat([h, ctx.adj @ h], dim=-1)))
         return self.node_in(torch.cat([h, h.mean(0, keepdim=True).expand_as(h)], dim=-1))
 
-    def _logits(self, node: Tensor, dev: Tensor, step: Tensor) -> Tensor:
-        """node [..., H], dev [D, H], step [..., D, STEP_DIM] -> log-softmax over devices [..., D].
+    def _logits(self, node: Tensor, dev: Tensor, step: Tensor, prior: Tensor | None = None) -> Tensor:
+        """node [..., H], dev [D, H], step [..., D, STEP_DIM] -> log-softmax over devices [..., D];
+        `prior` [..., D] (the context's incumbent logits, if any) is added to the head's logits.
 
         Devices the group's parameters (with gradients and optimizer state) would overflow are
         masked out, unless every device would overflow: the policy never chooses an avoidable OOM."""
         z = node[..., None, :] + dev + self.step_in(step)
         fits = step[..., MEMORY_AFTER] <= 1.0
         fits = fits | ~fits.any(-1, keepdim=True)
-        return torch.log_softmax(self.out(z)[..., 0].masked_fill(~fits, MASKED_LOGIT), dim=-1)
+        raw = self.out(z)[..., 0] if prior is None else self.out(z)[..., 0] + prior
+        return torch.log_softmax(raw.masked_fill(~fits, MASKED_LOGIT), dim=-1)
 
     @torch.no_grad()
     def sample_with_logp(self, ctx: DeviceContext, batch: int, greedy: bool = False,
@@ -84,8 +87,10 @@ class TransferPlacer(nn.Module):
         acts = torch.empty(batch, G, dtype=torch.long)
         logp = torch.zeros(batch)
         rows = torch.arange(batch)
+        feats = []
         for t in range(G):
-            lp = self._logits(node[t], dev, state.features(t))
+            feats.append(state.features(t))
+            lp = self._logits(node[t], dev, feats[-1], None if ctx.prior is None else ctx.prior[t])
             if not bool(torch.isfinite(lp[:, 0]).all()):
                 raise NonFiniteError("the transfer policy's device probabilities are NaN")
             a = lp.argmax(1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator)[:, 0]
@@ -94,6 +99,7 @@ class TransferPlacer(nn.Module):
             state.commit(t, a)
         out = torch.empty_like(acts)
         out[:, ctx.order] = acts
+        remember(ctx, out, torch.stack(feats, dim=1))
         return out, logp
 
     @staticmethod
@@ -105,7 +111,7 @@ class TransferPlacer(nn.Module):
         """Log-probability `[B]` and entropy `[B]` of placements `actions` `[B, G]`, teacher forced."""
         node, dev = self.encode(ctx), self.device_in(ctx.devices)
         a = actions[:, ctx.order]
-        lp = self._logits(node, dev, self.teacher_features(ctx, actions))  # [B, G, D]
+        lp = self._logits(node, dev, self.teacher_features(ctx, actions), ctx.prior)  # [B, G, D]
         logp = lp.gather(2, a[..., None])[..., 0].sum(1)
         ent = -(lp.exp() * lp).sum(dim=(1, 2))
         return logp, ent

@@ -46,6 +46,8 @@ class DeviceContext:
     ops: list[OpSchedule]  # ops[t]: step t's ops in topological order, with their inputs
     op_time: Tensor  # [N, D] forward + backward time of each op on each device, in time units
     num_ops: int
+    cache: dict[bytes, Tensor] | None = None  # placement -> its step features; None: off (see remember)
+    prior: Tensor | None = None  # [G, D] logits added to the policy's (improvement mode: the incumbent)
 
 
 @dataclass
@@ -211,9 +213,39 @@ class StepState:
         self.avail[rows, a] = self._eft[rows, a]
 
 
+CACHE_BYTES = 64 << 20  # what a context's feature cache may hold (G x D x STEP_DIM floats a placement)
+
+
+def remember(ctx: DeviceContext, actions: Tensor, feats: Tensor) -> None:
+    """Keep the step features `feats` `[B, G, D, STEP_DIM]` of placements `actions` `[B, G]` in
+    `ctx.cache` (when on), so scoring what the sampler just drew does not list-schedule it again.
+    A full cache is emptied first: only recent placements are looked up again."""
+    if ctx.cache is None:
+        return
+    if (len(ctx.cache) + len(actions)) * feats[0].numel() * feats.element_size() > CACHE_BYTES:
+        ctx.cache.clear()
+    for row, f in zip(actions.numpy(), feats):
+        ctx.cache[row.tobytes()] = f
+
+
 def teacher_features(ctx: DeviceContext, actions: Tensor) -> Tensor:
     """STEP_FEATURES `[B, G, D, STEP_DIM]` at every step (topological order) of placements `actions`
-    `[B, G]` (group index order), exactly as the sampler saw them."""
+    `[B, G]` (group index order), exactly as the sampler saw them (looked up in `ctx.cache` when on)."""
+    if ctx.cache is None:
+        return _teacher_features(ctx, actions)
+    keys = [row.tobytes() for row in actions.numpy()]
+    found = {k: ctx.cache[k] for k in keys if k in ctx.cache}
+    first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in found}
+    if first:
+        rows = list(first.values())
+        feats = _teacher_features(ctx, actions[rows])
+        found.update(zip(first, feats))
+        remember(ctx, actions[rows], feats)
+    return torch.stack([found[k] for k in keys])
+
+
+def _teacher_features(ctx: DeviceContext, actions: Tensor) -> Tensor:
+    """`teacher_features` computed: the sampler's StepState driven by the given actions."""
     a = actions[:, ctx.order]
     state = StepState(ctx, a.shape[0])
     out = []
