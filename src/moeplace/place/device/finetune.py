@@ -27,6 +27,22 @@ from moeplace.utils import progress
 FINETUNE_RL = {"learning_rate": 2e-3, "batch": 64, "reward": "neg_sqrt", "ent_coef": 1.0,
                "ent_coef_end": 0.1, "epochs": 1, "sil_coef": 1.0, "sil_size": 8}
 INCUMBENT_LOGIT = 1.5
+# Those values hold for graphs of GROUPS_REF groups (the RNN-LM graphs they were chosen on); on a
+# graph of G groups the entropy weights are scaled by GROUPS_REF / G and the incumbent logit raised
+# by log(G / GROUPS_REF), so a sample moves about as many groups off the incumbent at any size (with
+# the values unscaled, 154-group graphs moved about half their groups per sample and never improved).
+GROUPS_REF = 24
+
+
+def scaled_settings(groups: int, incumbent_logit: float, rl: dict | None = None) -> tuple[dict, float]:
+    """The fine-tuning settings (FINETUNE_RL with `rl` on top) and incumbent logit for `groups` groups."""
+    settings = {**FINETUNE_RL, **(rl or {})}
+    scale = GROUPS_REF / max(groups, 1)
+    for key in ("ent_coef", "ent_coef_end"):
+        if settings.get(key) is not None:
+            settings[key] = settings[key] * scale
+    logit = max(incumbent_logit - np.log(scale), 0.0) if incumbent_logit > 0 else 0.0
+    return settings, float(logit)
 
 
 def incumbent_prior(ctx: DeviceContext, placement: np.ndarray, logit: float) -> Tensor | None:
@@ -70,8 +86,8 @@ def transfer_search(problem: DevicePlacementProblem, policy: TransferPlacer, *, 
     history = [(evaluations, zero_s, best_cost)]
     updates, interrupted = 0, False
     if finetune_s > 0:
-        settings = {**FINETUNE_RL, **(rl or {}), "seed": seed}
-        algo = SequenceREINFORCE(policy, **settings)
+        settings, incumbent_logit = scaled_settings(problem.num_nodes, incumbent_logit, rl)
+        algo = SequenceREINFORCE(policy, **{**settings, "seed": seed})
         elite = EliteBuffer(settings["sil_size"])
         ctx.prior = incumbent_prior(ctx, best, incumbent_logit)
         elite.add(cands, costs)
