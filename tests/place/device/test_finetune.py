@@ -3,6 +3,7 @@ softmax formula by hand) and the fine-tuning loop's guarantees (never worse than
 distinct placement simulated once)."""
 
 import numpy as np
+import pytest
 import torch
 
 from moeplace.place.device.finetune import incumbent_prior, transfer_search
@@ -64,3 +65,17 @@ def test_finetuning_is_never_worse_than_zero_shot_and_simulates_each_placement_o
     assert r.cost <= r.extra["zero_shot_cost"]
     assert len(calls) == len(set(calls)) == r.evaluations
     assert cost(r.placement) == r.cost
+
+
+def test_settings_scale_with_the_group_count():
+    """At 48 groups (twice GROUPS_REF = 24) the entropy weights halve and the incumbent logit gains log 2;
+    at 24 they are FINETUNE_RL's; without an incumbent there is no logit at any size."""
+    from moeplace.place.device.finetune import FINETUNE_RL, scaled_settings
+
+    s, logit = scaled_settings(48, 1.5)
+    assert s["ent_coef"] == FINETUNE_RL["ent_coef"] / 2
+    assert s["ent_coef_end"] == FINETUNE_RL["ent_coef_end"] / 2
+    assert logit == pytest.approx(1.5 + np.log(2.0))
+    s, logit = scaled_settings(24, 1.5, {"sil_coef": 0.5})
+    assert s["ent_coef"] == FINETUNE_RL["ent_coef"] and logit == 1.5 and s["sil_coef"] == 0.5
+    assert scaled_settings(200, 0.0)[1] == 0.0
