@@ -116,7 +116,7 @@ def main() -> None:
     os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")
     seed_everything(args.seed)
     _, trained = load_policy(args.policy)
-    split = ", ".join(f"{k} {trained[k]} s" for k in ("rollout_s", "update_s", "checkpoint_s")
+    split = ", ".join(f"{k} {trained[k]} s" for k in ("rollout_s", "update_s", "checkpoint_s", "validation_s")
                       if k in trained)
     print(f"policy: {args.policy}; pre-trained {trained.get('train_s', '?')} s, "
           f"{trained.get('updates', '?')} updates, {trained.get('episodes', '?')} episodes on "
