@@ -1,4 +1,4 @@
-"""Chip policy transfer: SA from scratch, PPO from scratch, pre-trained zero-shot, pre-trained + fine-tuned.
+"""Chip policy transfer: SA and PPO from scratch, the untrained prior, pre-trained zero-shot and fine-tuned.
 
 On Ariane133 (held out from every corpus), ibm01 (part of every pre-training corpus) and generated
 designs of another seed than the pre-training corpus (never seen), each method gets the same wall
@@ -7,15 +7,18 @@ nothing (no input placement; soft macros start at the canvas centre):
 
 - sa: `anneal_chip` (what `place chip --method sa` runs) from a random legal placement;
 - ppo: `train_chip_rl` from a fresh ChipPolicy (`--method rl --policy none`);
-- zero-shot: the pre-trained policy's greedy episode and the best of 16 sampled ones (seconds, not
-  the budget);
+- prior: the untrained policy (the wire-mask greedy with the pre-training's edge prior), zero-shot
+  like the next row: what pre-training has to beat;
+- zero-shot: the pre-trained policy's greedy episode and the best of its sampled ones, 16 at a time
+  for `--zero-shot` seconds (default 60, the issue's limit);
 - fine-tuned: zero-shot, then PPO from the pre-trained weights for the rest of the budget
-  (`--method rl`, the default). RL alone: no annealing or local search after it.
+  (`--method rl`, the default), with the zero-shot best as incumbent. RL alone: no annealing or
+  local search after it.
 
 The input placement's cost (Ariane133: the reference placement) is printed beside them.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/chip_transfer.py --budget 600 --other-budget 120 [--policy DIR]
-        [--generated 3] [--only ariane|others]
+        [--generated 3] [--only ariane|others] [--zero-shot 60]
 
 Prints one row per design and method (proxy cost, ratio to SA's, episodes/evaluations, wall time),
 the pre-training budget of the policy and where its time went, and ends with one JSON line.
@@ -40,6 +43,7 @@ from moeplace.place.chip.corpus import builtin_entries, generate_corpus, load_co
 from moeplace.place.chip.cost import ProxyCost  # noqa: E402
 from moeplace.place.chip.netlist import load_netlist  # noqa: E402
 from moeplace.place.chip.plc import load_placement  # noqa: E402
+from moeplace.place.chip.policy import ChipPolicy, set_priors  # noqa: E402
 from moeplace.place.chip.policy_io import DEFAULT_POLICY, load_policy  # noqa: E402
 from moeplace.place.chip.problem import ChipProblem  # noqa: E402
 from moeplace.place.chip.transfer import run_pretrained  # noqa: E402
@@ -62,7 +66,7 @@ def designs(generated: int, seed: int, tmp: str) -> list[tuple[str, object, obje
 
 
 def run_design(netlist, header, budget_s: float, args, policy_file: str) -> dict[str, tuple]:
-    """The four methods on one design, each for `budget_s` seconds: {method: (cost, evaluations, wall_s)}."""
+    """The five methods on one design, each for `budget_s` seconds: {method: (cost, evaluations, wall_s)}."""
     results = {}
     sa_problem = ChipProblem(netlist, header, orientations=True, soft="fixed", soft_start="center")
     init = random_rollout(sa_problem, np.random.default_rng(args.seed))
@@ -74,13 +78,17 @@ def run_design(netlist, header, budget_s: float, args, policy_file: str) -> dict
                              soft_start="center")
     res = train_chip_rl(rl_problem, budget_s=budget_s, seed=args.seed, progress=False)
     results["ppo"] = (res.cost, res.evaluations, res.wall_s)
-    policy, _ = load_policy(policy_file)
-    start = time.perf_counter()
-    res, _ = run_pretrained(rl_problem, policy, finetune_s=0.0, samples=args.samples, seed=args.seed)
-    results["zero-shot"] = (res.cost, res.evaluations, time.perf_counter() - start)
+    policy, trained = load_policy(policy_file)
+    prior = ChipPolicy(policy.hidden, policy.rounds, policy.channels)
+    set_priors(prior, edge=float(trained.get("edge_prior", 0.0)))
+    zero = dict(finetune_s=0.0, samples=args.samples, zero_shot_s=args.zero_shot, seed=args.seed)
+    for name, pol in (("prior", prior), ("zero-shot", policy)):
+        start = time.perf_counter()
+        res, _ = run_pretrained(rl_problem, pol, **zero)
+        results[name] = (res.cost, res.evaluations, time.perf_counter() - start)
     policy, _ = load_policy(policy_file)
     res, phases = run_pretrained(rl_problem, policy, budget_s=budget_s, samples=args.samples,
-                                 seed=args.seed, progress=False)
+                                 zero_shot_s=args.zero_shot, seed=args.seed, progress=False)
     results["fine-tuned"] = (res.cost, res.evaluations, res.wall_s)
     results["phases"] = phases
     return results
@@ -101,13 +109,14 @@ def main() -> None:
                     help="run Ariane133 alone, or everything but Ariane133 (default: all)")
     ap.add_argument("--fd-iterations", type=int, default=50,
                     help="force-directed iterations placing the soft macros after each RL episode")
-    ap.add_argument("--samples", type=int, default=16, help="zero-shot sampled episodes")
+    ap.add_argument("--samples", type=int, default=16, help="zero-shot sampled episodes per batch")
+    ap.add_argument("--zero-shot", type=float, default=60.0, help="zero-shot sampling seconds")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")
     seed_everything(args.seed)
     _, trained = load_policy(args.policy)
-    split = ", ".join(f"{k} {trained[k]} s" for k in ("rollout_s", "update_s", "checkpoint_s")
+    split = ", ".join(f"{k} {trained[k]} s" for k in ("rollout_s", "update_s", "checkpoint_s", "validation_s")
                       if k in trained)
     print(f"policy: {args.policy}; pre-trained {trained.get('train_s', '?')} s, "
           f"{trained.get('updates', '?')} updates, {trained.get('episodes', '?')} episodes on "
@@ -136,11 +145,12 @@ def main() -> None:
                          **{m: {"proxy": c, "evaluations": e, "wall_s": w}
                             for m, (c, e, w) in results.items()},
                          "fine_tuned_phases": phases}
-        print(markdown_table(rows[-4:]), flush=True)
+        print(markdown_table(rows[-len(results):]), flush=True)
     print()
     print(markdown_table(rows))
     print_json_line({"budget_s": args.budget, "other_budget_s": args.other_budget, "policy": args.policy,
-                     "pretraining": trained, "samples": args.samples, "fd_iterations": args.fd_iterations,
+                     "pretraining": trained, "samples": args.samples, "zero_shot_s": args.zero_shot,
+                     "fd_iterations": args.fd_iterations,
                      "designs": figures})
 
 

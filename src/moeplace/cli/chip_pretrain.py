@@ -39,6 +39,14 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--soft-start", choices=["center", "input"], default="center",
                    help="where force-directed placement starts the soft macros: the canvas centre (default: "
                         "nothing taken from an input placement) or their input positions")
+    p.add_argument("--validation", action="append", default=[], metavar="DIR",
+                   help="held-out validation corpus (repeatable; e.g. `place chip generate --seed 2000`): "
+                        "policy.safetensors keeps the weights with the best greedy cost on it")
+    p.add_argument("--val-every", type=positive_int, default=40,
+                   help="with --validation: score the policy every this many updates (default 40)")
+    p.add_argument("--edge-prior", type=float, default=0.0,
+                   help="the untrained policy's pull towards the canvas edge, logits per cell (default 0)")
+    p.add_argument("--lr", type=float, default=None, help="PPO learning rate (default 3e-4)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -60,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from moeplace.place.chip.corpus import load_corpus
+    from moeplace.place.chip.policy_io import POLICY_FILE
     from moeplace.place.chip.pretrain import (
         CURVE,
         METRICS,
         RUN_FILES,
         STATE_FILE,
+        VALIDATION,
         PretrainConfig,
         Pretrainer,
         corpus_problems,
@@ -81,15 +91,23 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--resume: {out / STATE_FILE} not found (nothing to continue)")
     designs = load_corpus(args.corpus, builtin=not args.no_builtin)
     named = corpus_problems(designs, args.fd_iterations, args.soft_start)
+    validation = None
+    if args.validation:
+        validation = corpus_problems(load_corpus(args.validation, builtin=False), args.fd_iterations,
+                                     args.soft_start)
     config = PretrainConfig(seed=args.seed, n_envs=args.envs, hidden=args.hidden, channels=args.channels,
-                            fd_iterations=args.fd_iterations, soft_start=args.soft_start)
+                            fd_iterations=args.fd_iterations, soft_start=args.soft_start,
+                            edge_prior=args.edge_prior, val_every=args.val_every if validation else 0,
+                            ppo={} if args.lr is None else {"learning_rate": args.lr})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
-    trainer = Pretrainer(named, out, config)
+    trainer = Pretrainer(named, out, config, validation)
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
         trainer.restore()
         truncate_jsonl(out / METRICS, trainer.updates)
+        if trainer.validator is not None:
+            truncate_jsonl(out / VALIDATION, trainer.updates)
     print(f"corpus: {len(named)} designs, {min(p.num_nodes for _, p in named)} to "
           f"{max(p.num_nodes for _, p in named)} hard macros; budget {budget_s:g} s"
           + (f", from update {trainer.updates} ({trainer.elapsed_s:.0f} s done)" if args.resume else ""),
@@ -100,6 +118,16 @@ def run(args: argparse.Namespace) -> int:
     def done() -> bool:
         return trainer.elapsed_s >= budget_s or (args.updates is not None and trainer.updates >= args.updates)
 
+    def validate() -> None:
+        record = trainer.validate()
+        if record is not None:
+            append_jsonl(out / VALIDATION, record)
+            trainer.save(policy_too=False)
+            if writer is not None:
+                writer.add_scalar("pretrain/validation", record["validation"], record["step"])
+
+    if not args.resume:
+        validate()  # the untrained prior: the score a trained policy must beat to replace it
     bar = progress(total=round(budget_s), desc="pretrain", unit="s", initial=min(round(trainer.elapsed_s),
                                                                                 round(budget_s)))
     try:
@@ -107,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             before = trainer.elapsed_s
             record = trainer.step()
             append_jsonl(out / METRICS, record)  # first: a resume truncates lines past its checkpoint
-            trainer.save()
+            trainer.save(policy_too=trainer.validator is None)
+            validate()
             if writer is not None:
                 for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy"):
                     if record[key] is not None:
@@ -126,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     records = read_jsonl(out / METRICS)
     plot_curve(records, out / CURVE)
     t = trainer.time
-    total = max(t["rollout_s"] + t["update_s"] + t["checkpoint_s"], 1e-9)
+    total = max(sum(t.values()), 1e-9)
     rows = [{"part": k.removesuffix("_s"), "seconds": round(v, 1), "share": round(v / total, 3)}
             for k, v in t.items()]
     print(markdown_table(rows))
@@ -136,11 +165,16 @@ def run(args: argparse.Namespace) -> int:
           f"normalised cost first pass {_mean(first):.4f}, last {len(last)} updates {_mean(last):.4f} "
           f"-> {out}"
           + (" (interrupted: continue with --resume)" if interrupted else ""))
+    if trainer.validator is not None:
+        print(f"validation ({len(trainer.validator.names)} designs, greedy cost / the untrained prior's): "
+              f"best {trainer.val_best:.4f} at update {trainer.val_best_update} -> {out / POLICY_FILE}")
     if args.json:
         print_json_line({"updates": trainer.updates, "episodes": trainer.episodes,
                          "train_s": trainer.elapsed_s, "designs": len(named), "time": t,
                          "first_pass_normalised": _mean(first),
                          "last_normalised": _mean(last), "best": trainer.best, "out": str(out),
+                         "validation_best": trainer.val_best,
+                         "validation_best_update": trainer.val_best_update,
                          "interrupted": interrupted})
     return 130 if interrupted else 0
 

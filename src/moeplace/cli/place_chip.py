@@ -28,6 +28,7 @@ from moeplace.cli.chip_settings import (
 # `place chip ACTION ...`: each action lives in its own module defining `register(actions)`;
 # without an action, `place chip --netlist ...` places the netlist.
 _ACTIONS = ["moeplace.cli.chip_eval", "moeplace.cli.chip_generate", "moeplace.cli.chip_pretrain"]
+ZERO_SHOT_MAX_S = 60.0  # zero-shot sampling never takes more than this by default (the issue: <= 60 s)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RL with a policy: fine-tuning wall time, e.g. 0 (zero-shot only), 60s "
                         "(default: what --budget leaves after the zero-shot rollouts)")
     p.add_argument("--rl-samples", type=positive_int, default=16,
-                   help="RL with a policy: zero-shot sampled rollouts, best of M (default 16)")
+                   help="RL with a policy: zero-shot sampled rollouts per batch (default 16)")
+    p.add_argument("--zero-shot-budget", type=duration_or_off, default=None, metavar="T",
+                   help="RL with a policy: wall time of zero-shot sampling, batch after batch, best of "
+                        "all; 0 = one batch (default: a tenth of --budget, all of it with --finetune-budget "
+                        f"0; at most {ZERO_SHOT_MAX_S:g}s)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
@@ -204,8 +209,12 @@ def _single_method(method: str, netlist, header, args: argparse.Namespace, budge
     from moeplace.place.chip.transfer import run_pretrained
 
     # --finetune-budget: None = what --budget leaves after the zero-shot rollouts; 0 = none
+    zero_shot_s = args.zero_shot_budget
+    if zero_shot_s is None:
+        zero_shot_s = min(ZERO_SHOT_MAX_S, budget_s if args.finetune_budget == 0 else budget_s / 10)
     res, done = run_pretrained(problem, policy, finetune_s=args.finetune_budget, budget_s=budget_s,
-                               samples=args.rl_samples, seed=args.seed, n_envs=args.rl_envs,
+                               samples=args.rl_samples, zero_shot_s=zero_shot_s, seed=args.seed,
+                               n_envs=args.rl_envs,
                                collector=args.collector)
     if phases is not None and done:
         phases.update(done, policy=args.policy)

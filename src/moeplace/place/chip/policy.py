@@ -169,3 +169,13 @@ class ChipPolicy(nn.Module):
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
         value = self.value(torch.cat([q, z.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
         return logits, value
+
+
+def set_priors(policy: ChipPolicy, wire: float | None = None, edge: float | None = None) -> None:
+    """Set the untrained policy's prior weights: `wire` (logit per cell of extra wire per unit of net
+    weight) and `edge` (logit per cell to the canvas edge); None leaves one as it is."""
+    with torch.no_grad():
+        if wire is not None:
+            policy.wire_weight.fill_(float(np.log(wire)) / PRIOR_GAIN)
+        if edge is not None:
+            policy.edge_weight.fill_(float(edge) / PRIOR_GAIN)

@@ -9,6 +9,11 @@ full training state (checkpoint.safetensors: weights, optimizer, generator, coun
 the policy alone (policy.safetensors), both atomically, and one metrics.jsonl line; a run stopped by
 Ctrl-C resumes from its last update and repeats the uninterrupted run exactly (each rollout starts
 fresh episodes with a sampling generator seeded from the seed and the update number).
+
+With validation designs (held out from the corpus: `moeplace.place.chip.validation`), the policy is
+scored before training and every `val_every` updates by its greedy cost on them, and
+policy.safetensors holds the best-scoring weights so far (the untrained prior included), so a run
+that drifts never hands out a worse policy than the one it kept; the checkpoint holds the latest.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from moeplace.place.chip.problem import ChipProblem
 from moeplace.rl.rollout import Rollout, RolloutWorker
 
 STATE_FILE, METRICS, CURVE, TB_DIR = "checkpoint.safetensors", "metrics.jsonl", "learning_curve.png", "tb"
-RUN_FILES = (STATE_FILE, "checkpoint.json", POLICY_FILE, "policy.json", METRICS, CURVE, TB_DIR)
+VALIDATION = "validation.jsonl"
+RUN_FILES = (STATE_FILE, "checkpoint.json", POLICY_FILE, "policy.json", METRICS, VALIDATION, CURVE, TB_DIR)
 STATE_FORMAT = "moeplace-chip-pretrain"
 
 
@@ -43,6 +49,8 @@ class PretrainConfig:
     channels: int = 8
     fd_iterations: int = 50
     soft_start: str = "center"  # FD starts the soft macros at the centre: nothing from an input placement
+    edge_prior: float = 0.0  # the untrained policy's edge weight (logit per cell to the canvas edge)
+    val_every: int = 0  # score on the validation designs every this many updates (0: never)
     ppo: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,18 +121,23 @@ def corpus_problems(designs: list[Any], fd_iterations: int, soft_start: str = "c
 class Pretrainer:
     """A pre-training run in `out`: policy, PPO, collector and counters, saved and resumed whole."""
 
-    def __init__(self, named: list[tuple[str, ChipProblem]], out: str | Path, config: PretrainConfig) -> None:
+    def __init__(self, named: list[tuple[str, ChipProblem]], out: str | Path, config: PretrainConfig,
+                 validation: list[tuple[str, ChipProblem]] | None = None) -> None:
         from moeplace.place.chip.agent import PPO_DEFAULTS
-        from moeplace.place.chip.policy import ChipPolicy
+        from moeplace.place.chip.policy import ChipPolicy, set_priors
+        from moeplace.place.chip.validation import Validator
         from moeplace.rl import PPO
 
         if not named:
             raise InputError("--corpus: no design with a movable hard macro to train on")
+        if config.val_every and not validation:
+            raise InputError("--validation: no design with a movable hard macro to validate on")
         self.names = [n for n, _ in named]
         self.problems = [p for _, p in named]
         self.out, self.config = Path(out), config
         torch.manual_seed(config.seed)
         self.policy = ChipPolicy(config.hidden, config.rounds, config.channels)
+        set_priors(self.policy, edge=config.edge_prior)
         roll_policy = ChipPolicy(config.hidden, config.rounds, config.channels)
         for p in self.problems:
             self.policy.add_design(p)
@@ -136,6 +149,10 @@ class Pretrainer:
         self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
         self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
         self.best: dict[str, float] = {}
+        self.val_policy = ChipPolicy(config.hidden, config.rounds, config.channels)
+        self.validator = Validator(validation, self.val_policy) if config.val_every and validation else None
+        self.val_best: float | None = None  # best validation score so far, and its update
+        self.val_best_update = -1
 
     # --- state ----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -146,19 +163,46 @@ class Pretrainer:
                 "num_timesteps": self.algo.num_timesteps, "updates": self.updates, "episodes": self.episodes,
                 "elapsed_s": self.elapsed_s, "time": dict(self.time),
                 "scale": [self.collector.scale.get(i) for i in range(len(self.names))],
-                "best": dict(self.best), "recent": [list(e) for e in self.algo.episodes[-20:]]}
+                "best": dict(self.best), "recent": [list(e) for e in self.algo.episodes[-20:]],
+                "validation": {"reference": self.validator.reference if self.validator else None,
+                               "best": self.val_best, "best_update": self.val_best_update}}
 
-    def save(self) -> None:
-        """Write checkpoint.safetensors and policy.safetensors (atomically)."""
+    def save(self, policy_too: bool = True) -> None:
+        """Write checkpoint.safetensors and (unless `policy_too` is False) policy.safetensors, atomically."""
         start = time.perf_counter()
         save_checkpoint(self.out / STATE_FILE, self.state())
+        if policy_too:
+            self.save_policy()
+        self.time["checkpoint_s"] += time.perf_counter() - start
+
+    def save_policy(self) -> None:
+        """The current weights as the run's policy.safetensors (what `--policy DIR` loads)."""
+        val = {} if self.validator is None else {"validation_score": self.val_best,
+                                                 "validation_designs": len(self.validator.names)}
         save_policy(self.out, self.policy, {"by": "moeplace place chip pretrain", "updates": self.updates,
                                             "episodes": self.episodes, "train_s": round(self.elapsed_s, 1),
                                             "designs": len(self.names), "seed": self.config.seed,
                                             "fd_iterations": self.config.fd_iterations,
                                             "soft_start": self.config.soft_start,
+                                            "edge_prior": self.config.edge_prior, **val,
                                             **{k: round(v, 1) for k, v in self.time.items()}})
-        self.time["checkpoint_s"] += time.perf_counter() - start
+
+    def validate(self) -> dict[str, Any] | None:
+        """Score the current weights on the validation designs when due (update 0, then every
+        `val_every`); a new best is written as policy.safetensors. Returns the record, or None."""
+        if self.validator is None or self.updates % self.config.val_every:
+            return None
+        start = time.perf_counter()
+        self.val_policy.load_state_dict(self.policy.state_dict())
+        score, costs = self.validator.score(self.val_policy)
+        improved = self.val_best is None or score < self.val_best
+        if improved:
+            self.val_best, self.val_best_update = score, self.updates
+            self.save_policy()
+        spent = time.perf_counter() - start
+        self.time["validation_s"] = self.time.get("validation_s", 0.0) + spent
+        self.elapsed_s += spent  # validation is part of the run's wall time (and its budget)
+        return {"step": self.updates, "validation": score, "validation_costs": costs, "best": improved}
 
     def restore(self) -> None:
         """Load the run folder's checkpoint (the same corpus and settings, or CheckpointError/InputError)."""
@@ -183,6 +227,11 @@ class Pretrainer:
             self.collector.scale = {i: float(s) for i, s in enumerate(state["scale"]) if s is not None}
             self.best = {str(k): float(v) for k, v in state["best"].items()}
             self.algo.episodes = [(int(a), float(b), int(c)) for a, b, c in state["recent"]]
+            val = state["validation"]
+            if self.validator is not None and val["reference"] is not None:
+                self.validator.reference = [float(r) for r in val["reference"]]
+            self.val_best = None if val["best"] is None else float(val["best"])
+            self.val_best_update = int(val["best_update"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{file}: checkpoint does not fit this run ({type(e).__name__}: {e})") \
                 from None

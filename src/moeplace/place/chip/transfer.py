@@ -1,7 +1,8 @@
 """Using a pre-trained chip policy on a new design: zero-shot rollouts, then PPO fine-tuning.
 
-Zero-shot is one greedy episode (the most likely cell at every step) and the best of `samples`
-sampled episodes, stepped together in one BatchedChipEnv; no weight changes. Fine-tuning continues
+Zero-shot is one greedy episode (the most likely cell at every step) and the best of the sampled
+episodes, `samples` at a time stepped together in one BatchedChipEnv, batch after batch until the
+zero-shot budget is spent (at least one batch); no weight changes. Fine-tuning continues
 PPO (train_chip_rl) from the policy's weights on the new design for its own budget. The result is
 the cheapest placement of the three, as the one ChipSearchResult every method returns, and a
 dict of what each phase found and how long it took.
@@ -55,12 +56,29 @@ def _result(problem: ChipProblem, placement: np.ndarray, evaluations: int, wall_
                             wall_s, history, interrupted)
 
 
+def sampled_episodes(problem: ChipProblem, policy: Any, env: Any, samples: int, seed: int,
+                     budget_s: float | None) -> list[dict[str, Any]]:
+    """Batches of `samples` sampled episodes (batch b seeded by (seed, b)) until `budget_s` seconds
+    are spent, checked between batches (None or 0: one batch)."""
+    start, ends = time.perf_counter(), []
+    batch = 0
+    while True:
+        batch_seed = int(np.random.SeedSequence([seed, batch]).generate_state(1)[0]) if batch else seed
+        ends.extend(policy_episodes(problem, policy, samples, greedy=False, seed=batch_seed, env=env))
+        batch += 1
+        spent = time.perf_counter() - start
+        if not budget_s or spent + spent / batch > budget_s:  # the next batch would overrun
+            return ends
+
+
 def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | None = None,
-                   budget_s: float | None = None, samples: int = 16,
+                   budget_s: float | None = None, samples: int = 16, zero_shot_s: float | None = None,
                    seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True
                    ) -> tuple[ChipSearchResult, dict[str, Any]]:
-    """Zero-shot (greedy, best of `samples`) then `finetune_s` seconds of PPO from the policy's weights
-    (None: what `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning)."""
+    """Zero-shot (greedy, best of sampled episodes: `samples` per batch, batches for `zero_shot_s`
+    seconds, None: one batch) then `finetune_s` seconds of PPO from the policy's weights (None: what
+    `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning). The zero-shot best is the
+    incumbent, so the result is never worse than zero-shot."""
     if problem.num_nodes == 0:
         return soft_only(problem, problem.fd_iterations), {}
     threads = torch.get_num_threads()
@@ -73,20 +91,20 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         design = policy.add_design(problem)  # once for both rollouts
         greedy = policy_episodes(problem, policy, 1, greedy=True, env=BatchedChipEnv(problem, 1, design))[0]
         t1 = time.perf_counter()
-        sampled = policy_episodes(problem, policy, samples, greedy=False, seed=seed,
-                                  env=BatchedChipEnv(problem, samples, design))
+        sampled = sampled_episodes(problem, policy, BatchedChipEnv(problem, samples, design), samples, seed,
+                                   None if zero_shot_s is None else max(0.0, zero_shot_s - (t1 - t0)))
         t2 = time.perf_counter()
     finally:
         torch.set_num_threads(threads)
     best_sample = min(sampled, key=lambda e: e["cost"])
     phases: dict[str, Any] = {
         "greedy": {"proxy": greedy["cost"], "wall_s": t1 - t0},
-        "sampled": {"proxy": best_sample["cost"], "samples": samples, "wall_s": t2 - t1}}
+        "sampled": {"proxy": best_sample["cost"], "samples": len(sampled), "wall_s": t2 - t1}}
     candidates = [(greedy["cost"], greedy["placement"]), (best_sample["cost"], best_sample["placement"])]
     history = [(1, t1 - start, greedy["cost"])]
     if best_sample["cost"] < greedy["cost"]:
-        history.append((1 + samples, t2 - start, best_sample["cost"]))
-    evaluations, interrupted = 1 + samples, False
+        history.append((1 + len(sampled), t2 - start, best_sample["cost"]))
+    evaluations, interrupted = 1 + len(sampled), False
     if finetune_s is None:
         finetune_s = max(0.0, (budget_s or 0.0) - (time.perf_counter() - start))
     if finetune_s >= 1.0:
