@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         record = trainer.validate()
         if record is not None:
             append_jsonl(out / VALIDATION, record)
-            trainer.save(policy_too=False)
+            trainer.save()
             if writer is not None:
                 writer.add_scalar("pretrain/validation", record["validation"], record["step"])
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             before = trainer.elapsed_s
             record = trainer.step()
             append_jsonl(out / METRICS, record)  # first: a resume truncates lines past its checkpoint
-            trainer.save(policy_too=trainer.validator is None)
+            trainer.save()
             validate()
             if writer is not None:
                 for key in ("mean_cost", "normalised_cost", "policy_loss", "value_loss", "entropy"):

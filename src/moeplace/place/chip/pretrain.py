@@ -149,8 +149,8 @@ class Pretrainer:
         self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
         self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
         self.best: dict[str, float] = {}
-        self.val_policy = ChipPolicy(config.hidden, config.rounds, config.channels)
-        self.validator = Validator(validation, self.val_policy) if config.val_every and validation else None
+        val_policy = ChipPolicy(config.hidden, config.rounds, config.channels)  # what validation scores
+        self.validator = Validator(validation, val_policy) if config.val_every and validation else None
         self.val_best: float | None = None  # best validation score so far, and its update
         self.val_best_update = -1
 
@@ -167,11 +167,12 @@ class Pretrainer:
                 "validation": {"reference": self.validator.reference if self.validator else None,
                                "best": self.val_best, "best_update": self.val_best_update}}
 
-    def save(self, policy_too: bool = True) -> None:
-        """Write checkpoint.safetensors and (unless `policy_too` is False) policy.safetensors, atomically."""
+    def save(self) -> None:
+        """Write checkpoint.safetensors and, without validation, policy.safetensors (atomically); with
+        validation, policy.safetensors is the best-scoring weights, written by `validate`."""
         start = time.perf_counter()
         save_checkpoint(self.out / STATE_FILE, self.state())
-        if policy_too:
+        if self.validator is None:
             self.save_policy()
         self.time["checkpoint_s"] += time.perf_counter() - start
 
@@ -193,8 +194,8 @@ class Pretrainer:
         if self.validator is None or self.updates % self.config.val_every:
             return None
         start = time.perf_counter()
-        self.val_policy.load_state_dict(self.policy.state_dict())
-        score, costs = self.validator.score(self.val_policy)
+        self.validator.policy.load_state_dict(self.policy.state_dict())
+        score, costs = self.validator.score()
         improved = self.val_best is None or score < self.val_best
         if improved:
             self.val_best, self.val_best_update = score, self.updates

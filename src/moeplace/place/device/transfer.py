@@ -74,7 +74,9 @@ class TransferPlacer(nn.Module):
         z = node[..., None, :] + dev + self.step_in(step)
         fits = step[..., MEMORY_AFTER] <= 1.0
         fits = fits | ~fits.any(-1, keepdim=True)
-        raw = self.out(z)[..., 0] if prior is None else self.out(z)[..., 0] + prior
+        raw = self.out(z)[..., 0]
+        if prior is not None:
+            raw = raw + prior
         return torch.log_softmax(raw.masked_fill(~fits, MASKED_LOGIT), dim=-1)
 
     @torch.no_grad()
@@ -99,7 +101,8 @@ class TransferPlacer(nn.Module):
             state.commit(t, a)
         out = torch.empty_like(acts)
         out[:, ctx.order] = acts
-        remember(ctx, out, torch.stack(feats, dim=1))
+        if ctx.cache is not None:  # only then are the features kept (stacking them costs a copy)
+            remember(ctx, out, torch.stack(feats, dim=1))
         return out, logp
 
     @staticmethod
