@@ -54,6 +54,29 @@ def test_one_step_follows_the_reinforce_gradient_with_normalised_advantages():
     np.testing.assert_array_equal(b.costs, [cost(s) for s in b.sequences])
 
 
+
+def test_a_gradient_subset_follows_the_formula_on_its_rows_with_the_whole_batchs_baseline():
+    """grad_batch 6 of 16: the step is the REINFORCE gradient over the 6 scored rows only, their
+    advantages normalised by the mean and deviation of all 16 rewards."""
+    pol = Tabular(4, 3)
+    algo = SequenceREINFORCE(pol, batch=16, grad_batch=6, ent_coef=0.0, ent_coef_end=None, sil_coef=0.0,
+                             max_grad_norm=None, seed=3)
+    algo.optimizer = torch.optim.SGD(pol.parameters(), lr=1.0)
+    scored = []
+    score = pol.score
+    pol.score = lambda ctx, a: scored.append(a.numpy().copy()) or score(ctx, a)
+    before = pol.theta.detach().numpy().copy()
+    b = algo.step(None, cost)
+    rows = scored[-1]  # the gradient pass (the sampler's own call scores all 16)
+    assert rows.shape == (6, 4)
+    assert all(any((r == s).all() for s in b.sequences) for r in rows)
+    r_all = -np.sqrt(np.array([cost(s) for s in b.sequences]))
+    adv = (-np.sqrt(np.array([cost(s) for s in rows])) - r_all.mean()) / (r_all.std() + 1e-12)
+    p = np.exp(before) / np.exp(before).sum(axis=1, keepdims=True)
+    expected = (adv[:, None, None] * (np.eye(3)[rows] - p[None])).mean(axis=0)
+    np.testing.assert_allclose(pol.theta.detach().numpy() - before, expected, atol=1e-5)
+    assert len(b.sequences) == 16  # every sample is still costed and returned
+
 def test_entropy_weight_falls_geometrically_over_training():
     algo = SequenceREINFORCE(Tabular(2, 2), ent_coef=0.3, ent_coef_end=3e-3)
     assert algo.entropy_coef(0.0) == pytest.approx(0.3)

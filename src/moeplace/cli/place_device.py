@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-budget", type=duration_or_off, default=0.0,
                    help="with --policy, and for method transfer: RL fine-tuning time after the zero-shot "
                    "placement (default 0s: zero-shot only)")
+    p.add_argument("--zero-shot-budget", type=duration_or_off, default=None, metavar="T",
+                   help="with --policy, and for method transfer: zero-shot sampling time, batch after batch "
+                   "without weight changes, best of all; 0 = one batch (default 1.5s, at most 2s)")
     p.add_argument("--placement", help="also evaluate this placement JSON (op -> device name)")
     p.add_argument("--out", help="write the best valid placement as JSON (op -> device)")
     p.add_argument("--png", help="write the best placement's per-device timeline as PNG")
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     from moeplace.errors import InputError
     from moeplace.place.device.cluster import load_cluster
+    from moeplace.place.device.finetune import ZERO_SHOT_MAX_S
     from moeplace.place.device.graph import OpGraph
     from moeplace.place.device.methods import (
         METHODS,
@@ -126,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     from moeplace.place.search import SearchResult
     from moeplace.utils import atomic_write_text, markdown_table, print_json_line, seed_everything
 
+    if args.zero_shot_budget is not None and args.zero_shot_budget > ZERO_SHOT_MAX_S:
+        raise InputError(f"--zero-shot-budget {args.zero_shot_budget:g}s: at most {ZERO_SHOT_MAX_S:g}s "
+                         "(a longer search is fine-tuning: --finetune-budget)")
     seed_everything(args.seed)
     torch.set_num_threads(1)
     rl_config = load_rl_config(args.rl_config)
@@ -162,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     for m in [x for x in methods if x in searches]:
         results[m] = run_method(m, problem, budget_s=budget, seed=args.seed, init=init, rl_config=rl_config,
                                 policy=policy if (m == "transfer" or args.policy) else None,
-                                finetune_s=finetune_s)
+                                finetune_s=finetune_s, zero_shot_s=args.zero_shot_budget)
         if results[m].interrupted:  # Ctrl-C: keep what this search found, run no more
             interrupted = True
             break

@@ -216,6 +216,10 @@ class SequenceREINFORCEConfig:
     """Adam epsilon."""
     batch: int = 32
     """Sequences sampled per update."""
+    grad_batch: int | None = None
+    """Sequences of the batch the gradient is computed on (None: all): a random subset, their
+    advantages still against the whole batch's mean and deviation (sampling a sequence costs far less
+    than scoring it with gradients, so a large batch gives a better baseline and more placements)."""
     reward: str = "neg_sqrt"
     """Reward of a cost c: "neg_sqrt" (-sqrt(c), the 2017 device-placement paper's) or "neg" (-c)."""
     ent_coef: float = 0.3
@@ -330,18 +334,22 @@ class SequenceREINFORCE(OnPolicyAlgorithm):
             elite.add(found, found_costs)
             if cfg.sil_coef > 0:  # the best sequences so far that beat this batch's mean
                 sil = sil_targets(elite.best(cfg.sil_size), reward, cfg.reward)
+        n = cfg.batch
+        if cfg.grad_batch is not None and cfg.grad_batch < n:  # an unbiased random subset
+            pick = torch.randperm(n, generator=self.generator)[:cfg.grad_batch]
+            actions, old_logp, adv_t, n = actions[pick], old_logp[pick], adv_t[pick], cfg.grad_batch
         for _ in range(cfg.epochs):  # epoch 1 = the plain REINFORCE gradient (ratio 1)
             if sil is None:
                 logp, ent = policy.score(ctx, actions)
             else:  # the batch and the self-imitation targets in one scoring pass
                 logp, ent = policy.score(ctx, torch.cat([actions, sil[0]]))
-                sil_logp, logp, ent = logp[cfg.batch:], logp[:cfg.batch], ent[:cfg.batch]
+                sil_logp, logp, ent = logp[n:], logp[:n], ent[:n]
             ratio = torch.exp(logp - old_logp)
             clipped = ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
             surrogate = torch.minimum(ratio * adv_t, clipped * adv_t)
             loss = -surrogate.mean() - coef * ent.mean()
             if sil is not None:
-                loss = loss - cfg.sil_coef * (sil[1] * sil_logp).sum() / cfg.batch
+                loss = loss - cfg.sil_coef * (sil[1] * sil_logp).sum() / n
             self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
             self.optimizer.step()
         self.num_timesteps += cfg.batch

@@ -79,3 +79,48 @@ def test_settings_scale_with_the_group_count():
     s, logit = scaled_settings(24, 1.5, {"sil_coef": 0.5})
     assert s["ent_coef"] == FINETUNE_RL["ent_coef"] and logit == 1.5 and s["sil_coef"] == 0.5
     assert scaled_settings(200, 0.0)[1] == 0.0
+
+
+@pytest.mark.parametrize("budget, batches", [(0.0, 1), (0.46, 3), (100.0, 18)])
+def test_zero_shot_draws_the_batches_that_fit_its_budget(monkeypatch, budget, batches):
+    """Greedy + each batch take 0.1 s on a fake clock (each sampling pass advances it), so what fits
+    is decided by hand, not by the machine's speed. A batch is drawn while elapsed x (k + 1) / k (the
+    mean pass so far, one more) stays within the budget: 0.46 s -> 0.2 x 2, 0.3 x 3/2 go on, 0.4 x
+    4/3 stops at 3 batches; 100 s is capped at 2 s: 1.8 x 18/17 <= 2 < 1.9 x 19/18."""
+    from types import SimpleNamespace
+
+    from moeplace.place.device import finetune
+
+    clock = SimpleNamespace(now=0.0)
+    sample = TransferPlacer.sample_with_logp
+
+    def timed_sample(self, *args, **kwargs):
+        clock.now += 0.1
+        return sample(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransferPlacer, "sample_with_logp", timed_sample)
+    monkeypatch.setattr(finetune, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    r = transfer_search(branchy_problem(), policy, zero_shot_s=budget, samples=4, show_progress=False)
+    assert r.extra["zero_shot_batches"] == batches
+    assert r.extra["zero_shot_s"] <= max(budget, 0.2) + 1e-9  # one batch is always drawn
+    assert r.extra["zero_shot_s"] <= finetune.ZERO_SHOT_MAX_S
+
+
+@pytest.mark.parametrize("incumbent", [True, False])
+def test_more_zero_shot_time_is_never_worse_than_one_batch(incumbent):
+    """The first batch is the same draw at any budget, so the best of more batches is at most the
+    best of one; the later batches add placements (improvement mode or plain), no weight changes."""
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    problem = symmetric_problem()
+    one = transfer_search(problem, policy, zero_shot_s=0.0, samples=8, seed=3, show_progress=False)
+    more = transfer_search(problem, policy, zero_shot_s=0.3, samples=8, seed=3, show_progress=False,
+                           zero_shot_incumbent=incumbent)
+    assert more.extra["zero_shot_batches"] > 1
+    assert more.evaluations >= one.evaluations
+    assert more.cost <= one.cost
+    assert all(torch.equal(v, more.policy.state_dict()[k]) for k, v in before.items())
+    assert problem.cost(more.placement) == more.cost

@@ -253,6 +253,8 @@ def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, capsys):
          str(tmp_path / "r")],
         ["place", "device", "--model", "rnnlm", "--size", "tiny", "--method", "transfer",
          "--finetune-budget", "soon"],
+        ["place", "device", "--model", "rnnlm", "--size", "tiny", "--method", "transfer",
+         "--zero-shot-budget", "3s"],  # zero-shot is at most 2 s
     ]
     for argv in cases:
         assert main(argv) == 2, argv

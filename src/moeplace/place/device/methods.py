@@ -68,6 +68,7 @@ def run_method(
     rl_config: RLConfig | None = None,
     policy: Any = None,
     finetune_s: float = 0.0,
+    zero_shot_s: float | None = None,
 ) -> MethodResult:
     """Run method `name` (see METHODS) and simulate its placement. `init` (the best heuristic's
     placement) starts SA; rl, rl+ls and ppo use it only with `rl_config.imitation`.
@@ -75,7 +76,8 @@ def run_method(
     `rl`: the seq2seq policy trained by REINFORCE alone; `rl+ls`: the same plus local search (in the
     loop and at the end); `rl_config.iterations` makes them reproducible, `budget_s` is then a cap.
     `transfer`, and `rl` given a pre-trained `policy` (a TransferPlacer): its zero-shot placement, then
-    `finetune_s` seconds of RL alone on this problem (`budget_s` is not used).
+    `finetune_s` seconds of RL alone on this problem (`budget_s` is not used); `zero_shot_s`: the
+    zero-shot sampling time (None: finetune.ZERO_SHOT_S; 0: one batch).
     """
     cfg = rl_config if rl_config is not None else RLConfig()
     start = time.perf_counter()
@@ -88,11 +90,12 @@ def run_method(
 
         r = simulated_annealing(problem, budget_s=budget_s, seed=seed, init=init, progress=True)
     elif name == "transfer" or (name == "rl" and policy is not None):
-        from moeplace.place.device.finetune import transfer_search
+        from moeplace.place.device.finetune import ZERO_SHOT_S, transfer_search
         from moeplace.place.device.transfer import load_policy, packaged_policy
 
         policy = policy if policy is not None else load_policy(packaged_policy())
-        r = transfer_search(problem, policy, finetune_s=finetune_s, seed=seed)
+        zs = ZERO_SHOT_S if zero_shot_s is None else zero_shot_s
+        r = transfer_search(problem, policy, finetune_s=finetune_s, zero_shot_s=zs, seed=seed)
     elif name in ("rl", "rl+ls"):
         from moeplace.place.device.colocrl import seq2seq_search
 
