@@ -89,7 +89,8 @@ def zero_shot(problem: DevicePlacementProblem, policy: TransferPlacer, ctx: Devi
 
 
 def transfer_search(problem: DevicePlacementProblem, policy: TransferPlacer, *, finetune_s: float = 0.0,
-                    zero_shot_s: float = ZERO_SHOT_S, samples: int = 127, seed: int = 0, show_progress: bool = True,
+                    zero_shot_s: float = ZERO_SHOT_S, samples: int = 127, seed: int = 0,
+                    show_progress: bool = True,
                     incumbent_logit: float = INCUMBENT_LOGIT, zero_shot_incumbent: bool = True,
                     rl: dict | None = None) -> SearchResult:
     """Zero-shot placement (`zero_shot`, `zero_shot_s` seconds; 0 = greedy + one batch of `samples`),
