@@ -73,16 +73,19 @@ def zero_shot(problem: DevicePlacementProblem, policy: TransferPlacer, ctx: Devi
     costs = [np.array([cost(p) for p in c]) for c in cands]
     budget_s, batches = min(budget_s, ZERO_SHOT_MAX_S), 1
     logit = scaled_settings(problem.num_nodes, incumbent_logit)[1]
-    while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed * (batches + 1) / batches > budget_s:  # the next batch would end past the budget
-            break
-        all_costs = np.concatenate(costs)
-        best = np.concatenate(cands)[int(np.argmin(all_costs))]
+    best, best_cost = None, float("inf")  # the first cheapest so far, kept as batches come in
+    for c, k in zip(cands, costs):
+        j = int(np.argmin(k))
+        if k[j] < best_cost:
+            best, best_cost = c[j], float(k[j])
+    while (time.perf_counter() - t0) * (batches + 1) / batches <= budget_s:  # the next batch ends in time
         ctx.prior = incumbent_prior(ctx, best, logit)
         drawn, _ = policy.sample_with_logp(ctx, samples, generator=gen)
         cands.append(drawn.numpy())
         costs.append(np.array([cost(p) for p in cands[-1]]))
+        j = int(np.argmin(costs[-1]))
+        if costs[-1][j] < best_cost:
+            best, best_cost = cands[-1][j], float(costs[-1][j])
         batches += 1
     ctx.prior = None
     return np.concatenate(cands), np.concatenate(costs), batches
