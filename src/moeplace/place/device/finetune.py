@@ -73,11 +73,9 @@ def zero_shot(problem: DevicePlacementProblem, policy: TransferPlacer, ctx: Devi
     costs = [np.array([cost(p) for p in c]) for c in cands]
     budget_s, batches = min(budget_s, ZERO_SHOT_MAX_S), 1
     logit = scaled_settings(problem.num_nodes, incumbent_logit)[1]
-    best, best_cost = None, float("inf")  # the first cheapest so far, kept as batches come in
-    for c, k in zip(cands, costs):
-        j = int(np.argmin(k))
-        if k[j] < best_cost:
-            best, best_cost = c[j], float(k[j])
+    first = np.concatenate(costs)  # greedy + first batch; the cheapest so far is kept as batches come in
+    j = int(np.argmin(first))
+    best, best_cost = np.concatenate(cands)[j], float(first[j])
     while (time.perf_counter() - t0) * (batches + 1) / batches <= budget_s:  # the next batch ends in time
         ctx.prior = incumbent_prior(ctx, best, logit)
         drawn, _ = policy.sample_with_logp(ctx, samples, generator=gen)
