@@ -53,6 +53,36 @@ def test_incumbent_prior_adds_its_logit_to_the_softmax_by_hand():
     assert incumbent_prior(ctx, inc, 0.0) is None
 
 
+def test_logit_std_cap_scales_saturated_steps_by_hand_and_keeps_the_greedy_placement():
+    """A head whose logits differ by thousands samples few placements; with the cap c, each step's
+    log-probabilities are log_softmax(l * min(1, c / std(l))) of the uncapped ones l (std over the
+    devices; log_softmax is shift-invariant, so l may be the uncapped log-probabilities), the greedy
+    placement is unchanged and samples differ again."""
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    with torch.no_grad():
+        policy.out[-1].weight *= 3000.0
+    problem = branchy_problem()  # unlike devices: no ties
+    ctx = context_of(problem)
+    gen = torch.Generator().manual_seed(0)
+    drawn, _ = policy.sample_with_logp(ctx, 32, generator=gen)
+    uncapped = len({d.numpy().tobytes() for d in drawn})
+    greedy, _ = policy.sample_with_logp(ctx, 1, greedy=True)
+    place = torch.cat([greedy, torch.tensor([[0, 1, 2, 2, 1, 0, 0, 1]])])
+    node, dev = policy.encode(ctx), policy.device_in(ctx.devices)
+    lp = policy._logits(node, dev, teacher_features(ctx, place)).detach().double()  # [B, G, D]
+    std = lp.std(-1, unbiased=False, keepdim=True)
+    assert std.max() > 10  # saturated: far above the cap
+    want_lp = torch.log_softmax(lp * (1.5 / std).clamp(max=1.0), dim=-1)
+    want = want_lp.gather(2, place[:, ctx.order][..., None])[..., 0].sum(1)
+    ctx.logit_std_cap = 1.5
+    got, _ = policy.score(ctx, place)
+    assert torch.allclose(got.detach().double(), want, atol=1e-3)
+    assert torch.equal(policy.sample_with_logp(ctx, 1, greedy=True)[0], greedy)
+    drawn, _ = policy.sample_with_logp(ctx, 32, generator=gen)
+    assert len({d.numpy().tobytes() for d in drawn}) > 3 * uncapped
+
+
 def test_finetuning_is_never_worse_than_zero_shot_and_simulates_each_placement_once():
     torch.manual_seed(0)
     policy = TransferPlacer(hidden=16, rounds=2)

@@ -65,16 +65,27 @@ class TransferPlacer(nn.Module):
             h = norm(h + mlp(torch.cat([h, ctx.adj @ h], dim=-1)))
         return self.node_in(torch.cat([h, h.mean(0, keepdim=True).expand_as(h)], dim=-1))
 
-    def _logits(self, node: Tensor, dev: Tensor, step: Tensor, prior: Tensor | None = None) -> Tensor:
+    def _logits(self, node: Tensor, dev: Tensor, step: Tensor, prior: Tensor | None = None,
+                std_cap: float | None = None) -> Tensor:
         """node [..., H], dev [D, H], step [..., D, STEP_DIM] -> log-softmax over devices [..., D];
         `prior` [..., D] (the context's incumbent logits, if any) is added to the head's logits.
 
         Devices the group's parameters (with gradients and optimizer state) would overflow are
-        masked out, unless every device would overflow: the policy never chooses an avoidable OOM."""
+        masked out, unless every device would overflow: the policy never chooses an avoidable OOM.
+        With `std_cap`, a step's logits whose standard deviation over the devices that fit exceeds it
+        are scaled down to it: on a graph unlike its training graphs the head's logits can differ by
+        hundreds (every sample the same placement, no gradient to learn from); the cap keeps the
+        greedy choice and leaves samples and gradients to work with."""
         z = node[..., None, :] + dev + self.step_in(step)
         fits = step[..., MEMORY_AFTER] <= 1.0
         fits = fits | ~fits.any(-1, keepdim=True)
         raw = self.out(z)[..., 0]
+        if std_cap is not None:
+            f = fits.float()
+            n = f.sum(-1, keepdim=True)
+            mean = (raw * f).sum(-1, keepdim=True) / n
+            std = (((raw - mean) ** 2 * f).sum(-1, keepdim=True) / n).sqrt()
+            raw = raw * (std_cap / (std + 1e-6)).clamp(max=1.0)
         if prior is not None:
             raw = raw + prior
         return torch.log_softmax(raw.masked_fill(~fits, MASKED_LOGIT), dim=-1)
@@ -92,7 +103,8 @@ class TransferPlacer(nn.Module):
         feats = []
         for t in range(G):
             feats.append(state.features(t))
-            lp = self._logits(node[t], dev, feats[-1], None if ctx.prior is None else ctx.prior[t])
+            lp = self._logits(node[t], dev, feats[-1], None if ctx.prior is None else ctx.prior[t],
+                              ctx.logit_std_cap)
             if not bool(torch.isfinite(lp[:, 0]).all()):
                 raise NonFiniteError("the transfer policy's device probabilities are NaN")
             a = lp.argmax(1) if greedy else torch.multinomial(lp.exp(), 1, generator=generator)[:, 0]
@@ -114,7 +126,8 @@ class TransferPlacer(nn.Module):
         """Log-probability `[B]` and entropy `[B]` of placements `actions` `[B, G]`, teacher forced."""
         node, dev = self.encode(ctx), self.device_in(ctx.devices)
         a = actions[:, ctx.order]
-        lp = self._logits(node, dev, self.teacher_features(ctx, actions), ctx.prior)  # [B, G, D]
+        lp = self._logits(node, dev, self.teacher_features(ctx, actions), ctx.prior,
+                           ctx.logit_std_cap)  # [B, G, D]
         logp = lp.gather(2, a[..., None])[..., 0].sum(1)
         ent = -(lp.exp() * lp).sum(dim=(1, 2))
         return logp, ent

@@ -48,6 +48,7 @@ class DeviceContext:
     num_ops: int
     cache: dict[bytes, Tensor] | None = None  # placement -> its step features; None: off (see remember)
     prior: Tensor | None = None  # [G, D] logits added to the policy's (improvement mode: the incumbent)
+    logit_std_cap: float | None = None  # per-step std of the head's logits over devices is capped to this
 
 
 @dataclass
