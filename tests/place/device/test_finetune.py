@@ -83,6 +83,23 @@ def test_logit_std_cap_scales_saturated_steps_by_hand_and_keeps_the_greedy_place
     assert len({d.numpy().tobytes() for d in drawn}) > 3 * uncapped
 
 
+def test_logit_std_cap_has_finite_gradients_where_the_devices_tie():
+    """A head giving every device the same logit (std 0 at every step): the capped log-probabilities
+    are log(1/D) and their gradients finite (a bare sqrt of 0 would make them NaN)."""
+    torch.manual_seed(0)
+    policy = TransferPlacer(hidden=16, rounds=2)
+    with torch.no_grad():
+        policy.out[-1].weight.zero_()
+    problem = branchy_problem()
+    ctx = context_of(problem)
+    ctx.logit_std_cap = 1.5
+    place = torch.tensor([[0, 1, 2, 2, 1, 0, 0, 1]])
+    logp, _ = policy.score(ctx, place)
+    assert logp.item() == pytest.approx(8 * np.log(1 / 3), rel=1e-5)
+    logp.sum().backward()
+    assert all(torch.isfinite(q.grad).all() for q in policy.parameters() if q.grad is not None)
+
+
 def test_finetuning_is_never_worse_than_zero_shot_and_simulates_each_placement_once():
     torch.manual_seed(0)
     policy = TransferPlacer(hidden=16, rounds=2)

@@ -84,8 +84,9 @@ class TransferPlacer(nn.Module):
             f = fits.float()
             n = f.sum(-1, keepdim=True)
             mean = (raw * f).sum(-1, keepdim=True) / n
-            std = (((raw - mean) ** 2 * f).sum(-1, keepdim=True) / n).sqrt()
-            raw = raw * (std_cap / (std + 1e-6)).clamp(max=1.0)
+            var = ((raw - mean) ** 2 * f).sum(-1, keepdim=True) / n
+            std = (var + 1e-12).sqrt()  # finite gradient where every device that fits ties (or one fits)
+            raw = raw * (std_cap / std).clamp(max=1.0)
         if prior is not None:
             raw = raw + prior
         return torch.log_softmax(raw.masked_fill(~fits, MASKED_LOGIT), dim=-1)
