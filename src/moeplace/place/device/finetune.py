@@ -37,7 +37,7 @@ GROUPS_REF = 24
 # standard deviation over the devices (`TransferPlacer._logits`). Measured on held-out Inception graphs
 # (docs/benchmarks.md): uncapped, the policy pre-trained on the other families gave logit gaps of ~370
 # there, every sample was the same one-device placement and 18.5 s of fine-tuning changed nothing; with
-# the cap at 1.5 fine-tuning reached SA on 3 of 4 pairs.
+# the cap at 1.5 fine-tuning reached SA on 2 of 4 pairs in the benchmark run (1.5 was chosen there).
 LOGIT_STD_CAP = 1.5
 # Zero-shot sampling time by default, and the most it may take (the bound for a placement made
 # without training); batches after the first one are drawn given the best so far (improvement mode).
