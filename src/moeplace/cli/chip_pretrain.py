@@ -12,6 +12,8 @@ installed, TensorBoard scalars in tb/. Ctrl-C stops after the last finished upda
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import os
 
 from moeplace.cli.args import duration, nonneg_int, positive_int
@@ -31,7 +33,14 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (policy, checkpoint, metrics, curve)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--envs", type=positive_int, default=16, help="episodes per rollout (default 16)")
+    p.add_argument("--envs", type=positive_int, default=16,
+                   help="episodes per rollout per collector worker (default 16)")
+    p.add_argument("--collector", choices=["local", "process", "ray"], default="local",
+                   help="where rollouts run: this process (default), worker processes, or Ray actors "
+                        "(needs moeplace[ray]); each worker rolls out --envs episodes of the update's design")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="with --collector process|ray: workers per update (default 2; an update then "
+                        "trains on workers x envs episodes)")
     p.add_argument("--hidden", type=positive_int, default=64, help="policy width (default 64)")
     p.add_argument("--channels", type=positive_int, default=8, help="policy conv channels (default 8)")
     p.add_argument("--fd-iterations", type=nonneg_int, default=50,
@@ -67,41 +76,50 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import torch
 
-    from moeplace.place.chip.corpus import load_corpus
-    from moeplace.place.chip.policy_io import POLICY_FILE
-    from moeplace.place.chip.pretrain import (
-        CURVE,
-        METRICS,
-        RUN_FILES,
-        STATE_FILE,
-        VALIDATION,
-        PretrainConfig,
-        Pretrainer,
-        corpus_problems,
-        plot_curve,
-    )
-    from moeplace.runs import append_jsonl, claim_run_dir, read_jsonl, truncate_jsonl
-    from moeplace.utils import markdown_table, print_json_line, progress
+    from moeplace.errors import InputError
+    from moeplace.place.chip.pretrain import RUN_FILES, STATE_FILE, PretrainConfig, Pretrainer, corpus_named
+    from moeplace.runs import claim_run_dir
 
     budget_s = args.budget
+    workers = args.workers if args.workers is not None else (1 if args.collector == "local" else 2)
+    if args.collector == "local" and workers != 1:
+        raise InputError("--workers: more than one worker needs --collector process or ray")
+    if args.collector == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
     out = claim_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
     if args.resume and not (out / STATE_FILE).is_file():
-        from moeplace.errors import InputError
-
         raise InputError(f"--resume: {out / STATE_FILE} not found (nothing to continue)")
-    designs = load_corpus(args.corpus, builtin=not args.no_builtin)
-    named = corpus_problems(designs, args.fd_iterations, args.soft_start)
+    named = corpus_named(args.corpus, not args.no_builtin, args.fd_iterations, args.soft_start)
+    # what each collector worker loads the corpus from: paths (absolute: a Ray worker's folder may
+    # differ) and settings, never the problems themselves
+    problems_fn = functools.partial(corpus_named, [os.path.abspath(d) for d in args.corpus],
+                                    not args.no_builtin, args.fd_iterations, args.soft_start)
     validation = None
     if args.validation:
-        validation = corpus_problems(load_corpus(args.validation, builtin=False), args.fd_iterations,
-                                     args.soft_start)
+        validation = corpus_named(args.validation, False, args.fd_iterations, args.soft_start)
     config = PretrainConfig(seed=args.seed, n_envs=args.envs, hidden=args.hidden, channels=args.channels,
                             fd_iterations=args.fd_iterations, soft_start=args.soft_start,
                             edge_prior=args.edge_prior, val_every=args.val_every if validation else 0,
-                            ppo={} if args.lr is None else {"learning_rate": args.lr})
+                            workers=workers, ppo={} if args.lr is None else {"learning_rate": args.lr})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
-    trainer = Pretrainer(named, out, config, validation)
+    trainer = Pretrainer(named, out, config, validation, collector=args.collector, problems_fn=problems_fn)
+    try:
+        return _train(args, trainer, named, budget_s)
+    finally:
+        trainer.close()
+        torch.set_num_threads(threads)
+
+
+def _train(args: argparse.Namespace, trainer, named: list, budget_s: float) -> int:
+    """Resume if asked, train until the budget or --updates (Ctrl-C: stop after the last update), then
+    write the curve and print the time split and summary."""
+    from moeplace.place.chip.policy_io import POLICY_FILE
+    from moeplace.place.chip.pretrain import CURVE, METRICS, VALIDATION, plot_curve
+    from moeplace.runs import append_jsonl, read_jsonl, truncate_jsonl
+    from moeplace.utils import markdown_table, print_json_line, progress
+
+    out = trainer.out
     out.mkdir(parents=True, exist_ok=True)
     if args.resume:
         trainer.restore()
@@ -149,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         bar.close()
-        torch.set_num_threads(threads)
         if writer is not None:
             writer.close()
     records = read_jsonl(out / METRICS)

@@ -10,11 +10,17 @@
 Each is built from two picklable factories, `env_fn()` -> env and `policy_fn()` -> policy (with the
 learner's architecture). Worker k samples with its own generator seeded `seed + k`, and the parts
 come back in worker order, so a seeded run repeats exactly. `PPO.learn(..., collector=c)` trains from it.
+
+Workers other than LocalCollector: `local_fn(seed)` -> any object with `n_envs` and
+`collect(weights, n_steps)` (e.g. pre-training's one-design-at-a-time worker); `call(name, *args)`
+runs that method on every worker between rollouts (e.g. which design to roll out next).
+`make_collector(kind, local_fn, workers, seed)` builds any of the three from one `local_fn`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -25,6 +31,8 @@ from moeplace.rl.rollout import Rollout, RolloutWorker
 
 EnvFn = Callable[[], gym.Env]
 PolicyFn = Callable[[], torch.nn.Module]
+LocalFn = Callable[[int], Any]  # seed -> a worker with n_envs and collect(weights, n_steps)
+KINDS = ("local", "process", "ray")
 
 
 class Collector(Protocol):
@@ -73,15 +81,29 @@ class LocalCollector:
         finally:
             torch.set_num_threads(before)
 
+    def call(self, name: str, *args: Any) -> list[Any]:
+        """Run method `name` of this collector (what Process/RayCollector do on every worker)."""
+        return [getattr(self, name)(*args)]
+
     def close(self) -> None:
         """Nothing to stop."""
 
 
-def _serve(conn: Any, env_fn: EnvFn, policy_fn: PolicyFn, seed: int) -> None:
-    """Worker-process loop: build a LocalCollector, answer ("collect", weights, n_steps) until "close"."""
+def _local_fn(env_fn: EnvFn | None, policy_fn: PolicyFn | None, local_fn: LocalFn | None) -> LocalFn:
+    """`local_fn`, or a LocalCollector factory over env_fn and policy_fn."""
+    if local_fn is not None:
+        return local_fn
+    if env_fn is None or policy_fn is None:
+        raise ValueError("a collector needs env_fn and policy_fn, or local_fn")
+    return functools.partial(LocalCollector, env_fn, policy_fn)
+
+
+def _serve(conn: Any, local_fn: LocalFn, seed: int) -> None:
+    """Worker-process loop: build `local_fn(seed)`, answer ("collect", weights, n_steps) and
+    ("call", name, args) until "close"."""
     torch.set_num_threads(1)
     try:
-        local = LocalCollector(env_fn, policy_fn, seed)
+        local = local_fn(seed)
         conn.send(("ready", local.n_envs))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", repr(e)))
@@ -92,7 +114,10 @@ def _serve(conn: Any, env_fn: EnvFn, policy_fn: PolicyFn, seed: int) -> None:
             if msg[0] == "close":
                 break
             try:
-                conn.send(("ok", local.collect(msg[1], msg[2])))
+                if msg[0] == "call":
+                    conn.send(("ok", getattr(local, msg[1])(*msg[2])))
+                else:
+                    conn.send(("ok", local.collect(msg[1], msg[2])))
             except Exception as e:  # noqa: BLE001
                 conn.send(("error", repr(e)))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):  # Ctrl-C reaches the whole process group
@@ -101,18 +126,21 @@ def _serve(conn: Any, env_fn: EnvFn, policy_fn: PolicyFn, seed: int) -> None:
 
 
 class ProcessCollector:
-    """`workers` LocalCollectors in worker processes (torch.multiprocessing, spawn start method)."""
+    """`workers` LocalCollectors (or `local_fn` workers) in worker processes (torch.multiprocessing,
+    spawn start method)."""
 
-    def __init__(self, env_fn: EnvFn, policy_fn: PolicyFn, workers: int = 2, seed: int = 0) -> None:
+    def __init__(self, env_fn: EnvFn | None, policy_fn: PolicyFn | None, workers: int = 2, seed: int = 0,
+                 *, local_fn: LocalFn | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         import torch.multiprocessing as mp
 
+        local_fn = _local_fn(env_fn, policy_fn, local_fn)
         ctx = mp.get_context("spawn")
         self._conns, self._procs = [], []
         for k in range(workers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, env_fn, policy_fn, seed + k), daemon=True)
+            proc = ctx.Process(target=_serve, args=(child, local_fn, seed + k), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -120,7 +148,10 @@ class ProcessCollector:
         self._n_envs = sum(self._recv(c) for c in self._conns)
 
     def _recv(self, conn: Any) -> Any:
-        status, payload = conn.recv()
+        try:
+            status, payload = conn.recv()
+        except EOFError:  # the worker died without a word (e.g. it could not start)
+            status, payload = "error", "the worker process exited"
         if status == "error":
             self.close()
             raise RuntimeError(f"collector worker failed: {payload}")
@@ -136,6 +167,12 @@ class ProcessCollector:
         for c in self._conns:
             c.send(("collect", weights, n_steps))
         return Rollout.cat([self._recv(c) for c in self._conns])
+
+    def call(self, name: str, *args: Any) -> list[Any]:
+        """Run method `name(*args)` on every worker (between rollouts); their results in worker order."""
+        for c in self._conns:
+            c.send(("call", name, args))
+        return [self._recv(c) for c in self._conns]
 
     def close(self) -> None:
         """Stop the worker processes."""
@@ -155,20 +192,41 @@ class ProcessCollector:
         self.close()
 
 
-class RayCollector:
-    """`workers` LocalCollectors as Ray actors (Ray must be installed and initialised)."""
+class _Hosted:
+    """What a Ray actor holds: the worker `local_fn(seed)`, on one torch thread."""
 
-    def __init__(self, env_fn: EnvFn, policy_fn: PolicyFn, workers: int = 2, seed: int = 0,
-                 num_cpus: float = 1.0) -> None:
+    def __init__(self, local_fn: LocalFn, seed: int) -> None:
+        torch.set_num_threads(1)
+        self.local = local_fn(seed)
+
+    def size(self) -> int:
+        """The worker's n_envs."""
+        return int(self.local.n_envs)
+
+    def collect(self, weights: dict[str, torch.Tensor], n_steps: int) -> Rollout:
+        """The worker's rollout."""
+        return self.local.collect(weights, n_steps)
+
+    def call(self, name: str, args: tuple) -> Any:
+        """The worker's method `name(*args)`."""
+        return getattr(self.local, name)(*args)
+
+
+class RayCollector:
+    """`workers` LocalCollectors (or `local_fn` workers) as Ray actors (Ray installed and initialised)."""
+
+    def __init__(self, env_fn: EnvFn | None, policy_fn: PolicyFn | None, workers: int = 2, seed: int = 0,
+                 num_cpus: float = 1.0, *, local_fn: LocalFn | None = None) -> None:
         try:
             import ray
         except ImportError:
             raise ImportError("RayCollector needs Ray: pip install 'moeplace[ray]'") from None
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        local_fn = _local_fn(env_fn, policy_fn, local_fn)
         self._ray = ray
-        actor = ray.remote(num_cpus=num_cpus)(LocalCollector)
-        self._actors = [actor.remote(env_fn, policy_fn, seed + k) for k in range(workers)]
+        actor = ray.remote(num_cpus=num_cpus)(_Hosted)
+        self._actors = [actor.remote(local_fn, seed + k) for k in range(workers)]
         self._n_envs = sum(ray.get([a.size.remote() for a in self._actors]))
 
     @property
@@ -181,6 +239,10 @@ class RayCollector:
         ref = self._ray.put(weights)
         return Rollout.cat(self._ray.get([a.collect.remote(ref, n_steps) for a in self._actors]))
 
+    def call(self, name: str, *args: Any) -> list[Any]:
+        """Run method `name(*args)` on every actor (between rollouts); their results in actor order."""
+        return self._ray.get([a.call.remote(name, args) for a in self._actors])
+
     def close(self) -> None:
         """Stop the actors."""
         for a in self._actors:
@@ -192,3 +254,19 @@ class RayCollector:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def make_collector(kind: str, local_fn: LocalFn, workers: int = 2, seed: int = 0) -> Any:
+    """A collector of `kind`: "local" (`local_fn(seed)` in this process, one worker), "process" or
+    "ray" (`workers` of them; Ray is started here with `workers` CPUs unless already running)."""
+    if kind == "local":
+        return local_fn(seed)
+    if kind == "process":
+        return ProcessCollector(None, None, workers=workers, seed=seed, local_fn=local_fn)
+    if kind == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        return RayCollector(None, None, workers=workers, seed=seed, local_fn=local_fn)
+    raise ValueError(f"collector must be one of {KINDS}, got {kind!r}")

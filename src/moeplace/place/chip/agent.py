@@ -42,20 +42,11 @@ def make_policy(problem: ChipProblem, hidden: int = 64, rounds: int = 3, channel
 def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any, seed: int,
                    workers: int = 2) -> Any:
     """A collector of `kind` (local, process, ray) whose workers each step `n_envs` episodes."""
-    from moeplace.rl.collectors import LocalCollector, ProcessCollector, RayCollector
+    from moeplace.rl.collectors import LocalCollector
+    from moeplace.rl.collectors import make_collector as collector_of
 
     env_fn = functools.partial(make_env, problem, n_envs)
-    if kind == "local":
-        return LocalCollector(env_fn, policy_fn, seed=seed)
-    if kind == "process":
-        return ProcessCollector(env_fn, policy_fn, workers=workers, seed=seed)
-    if kind == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        return RayCollector(env_fn, policy_fn, workers=workers, seed=seed)
-    raise ValueError(f"collector must be one of {COLLECTORS}, got {kind!r}")
+    return collector_of(kind, functools.partial(LocalCollector, env_fn, policy_fn), workers, seed)
 
 
 def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_episodes: int | None = None,

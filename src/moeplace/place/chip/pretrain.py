@@ -1,14 +1,16 @@
 """Pre-training one ChipPolicy over a corpus of designs with moeplace.rl's PPO (one trainer for all).
 
 Each update picks one design (a seeded shuffle of the corpus per pass, so every design is visited
-once per pass), rolls out `n_envs` whole episodes of it (BatchedChipEnv through `CorpusCollector`)
-and runs one `PPO.update` on them: a minibatch always holds one design. Rewards are −proxy divided
-by the design's scale (the mean cost of its first rollout), so designs of different sizes weigh
-alike; the logged "normalised cost" is the same ratio. After every update the run folder gets the
-full training state (checkpoint.safetensors: weights, optimizer, generator, counters, scales) and
-the policy alone (policy.safetensors), both atomically, and one metrics.jsonl line; a run stopped by
-Ctrl-C resumes from its last update and repeats the uninterrupted run exactly (each rollout starts
-fresh episodes with a sampling generator seeded from the seed and the update number).
+once per pass), rolls out `n_envs` whole episodes of it per collector worker (a `CorpusWorker`'s
+BatchedChipEnv: in this process, or `workers` of them in worker processes or Ray actors through
+moeplace.rl.collectors) and runs one `PPO.update` on them all: a minibatch always holds one design.
+Rewards are −proxy divided by the design's scale (the mean cost of its first rollout, all workers
+together), so designs of different sizes weigh alike; the logged "normalised cost" is the same
+ratio. After every update the run folder gets the full training state (checkpoint.safetensors:
+weights, optimizer, generator, counters, scales) and the policy alone (policy.safetensors), both
+atomically, and one metrics.jsonl line; a run stopped by Ctrl-C resumes from its last update and
+repeats the uninterrupted run exactly (each rollout starts fresh episodes with a sampling generator
+seeded from the seed, the update number and the worker).
 
 With validation designs (held out from the corpus: `moeplace.place.chip.validation`), the policy is
 scored before training and every `val_every` updates by its greedy cost on them, and
@@ -18,7 +20,9 @@ that drifts never hands out a worse policy than the one it kept; the checkpoint 
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ class PretrainConfig:
     soft_start: str = "center"  # FD starts the soft macros at the centre: nothing from an input placement
     edge_prior: float = 0.0  # the untrained policy's edge weight (logit per cell to the canvas edge)
     val_every: int = 0  # score on the validation designs every this many updates (0: never)
+    workers: int = 1  # collector workers, each rolling out n_envs episodes per update
     ppo: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,20 +65,22 @@ def design_order(seed: int, update: int, count: int) -> int:
     return int(perm[update % count])
 
 
-class CorpusCollector:
-    """Rollouts of one corpus design at a time, in this process (the rl.collectors interface).
+class CorpusWorker:
+    """Rollouts of one corpus design at a time (a collector worker: in this process, a worker process
+    or a Ray actor).
 
     One policy copy has every design registered (design id = corpus index); each design's
     BatchedChipEnv is built on first use. `select(design, update)` picks what the next `collect`
-    rolls out; its episodes start fresh and sample from a generator seeded by (seed, update).
+    rolls out; its episodes start fresh and sample from a generator seeded by (seed, update), where
+    worker k of a ProcessCollector/RayCollector has seed + k. Rewards come back unscaled.
     """
 
     def __init__(self, problems: list[ChipProblem], policy: torch.nn.Module, n_envs: int, seed: int) -> None:
         self.problems, self.policy, self._n_envs, self.seed = problems, policy, n_envs, seed
+        for p in problems:
+            policy.add_design(p)
         self.envs: dict[int, Any] = {}
-        self.scale: dict[int, float] = {}
         self.design, self.update = 0, 0
-        self.rollout_s = 0.0
 
     @property
     def n_envs(self) -> int:
@@ -84,18 +91,65 @@ class CorpusCollector:
         """Roll out `design` next, for update number `update`."""
         self.design, self.update = design, update
 
+    def call(self, name: str, *args: Any) -> list[Any]:
+        """Run method `name` (the rl.collectors call, for the in-process worker)."""
+        return [getattr(self, name)(*args)]
+
     def collect(self, weights: dict[str, torch.Tensor], n_steps: int) -> Rollout:
-        """`n_steps` steps of fresh episodes of the selected design; rewards divided by its scale."""
+        """`n_steps` steps of fresh episodes of the selected design."""
         from moeplace.place.chip.batched import BatchedChipEnv
 
-        start = time.perf_counter()
         self.policy.load_state_dict(weights)
         d = self.design
         if d not in self.envs:
             self.envs[d] = BatchedChipEnv(self.problems[d], self._n_envs, design=d)
         seed = int(np.random.SeedSequence([self.seed, self.update]).generate_state(1)[0])
         gen = torch.Generator().manual_seed(seed)
-        rollout = RolloutWorker(self.envs[d], self.policy, generator=gen).collect(n_steps)
+        return RolloutWorker(self.envs[d], self.policy, generator=gen).collect(n_steps)
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+def remote_worker(problems_fn: Callable[[], list[tuple[str, ChipProblem]]], sizes: list[int],
+                  arch: tuple[int, int, int], n_envs: int, seed: int) -> CorpusWorker:
+    """A CorpusWorker that loads the corpus itself (`problems_fn`, picklable: paths and settings) and
+    checks it holds the learner's designs (their hard macros `sizes`), with a ChipPolicy of `arch`
+    (hidden, rounds, channels)."""
+    from moeplace.place.chip.policy import ChipPolicy
+
+    problems = [p for _, p in problems_fn()]
+    if [p.num_nodes for p in problems] != sizes:
+        raise RuntimeError("collector worker: its corpus differs from the learner's")
+    return CorpusWorker(problems, ChipPolicy(*arch), n_envs, seed)
+
+
+class CorpusCollector:
+    """The learner's side: the selected design's rollout from `source` (a CorpusWorker here, or a
+    ProcessCollector/RayCollector of them, side by side), rewards divided by the design's scale (the
+    mean cost of its first rollout, all workers together), and the time spent in rollouts."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.scale: dict[int, float] = {}
+        self.design, self.update = 0, 0
+        self.rollout_s = 0.0
+
+    @property
+    def n_envs(self) -> int:
+        """Episodes per rollout (all workers)."""
+        return int(self.source.n_envs)
+
+    def select(self, design: int, update: int) -> None:
+        """Roll out `design` next, for update number `update` (told to every worker)."""
+        self.design, self.update = design, update
+        self.source.call("select", design, update)
+
+    def collect(self, weights: dict[str, torch.Tensor], n_steps: int) -> Rollout:
+        """`n_steps` steps of fresh episodes of the selected design; rewards divided by its scale."""
+        start = time.perf_counter()
+        rollout = self.source.collect(weights, n_steps)
+        d = self.design
         if d not in self.scale:
             costs = [e["cost"] for e in rollout.ends]
             self.scale[d] = float(np.mean(costs)) if costs else 1.0
@@ -104,7 +158,8 @@ class CorpusCollector:
         return rollout
 
     def close(self) -> None:
-        """Nothing to stop."""
+        """Stop the workers."""
+        self.source.close()
 
 
 def corpus_problems(designs: list[Any], fd_iterations: int, soft_start: str = "center"
@@ -118,11 +173,23 @@ def corpus_problems(designs: list[Any], fd_iterations: int, soft_start: str = "c
     return out
 
 
+def corpus_named(dirs: list[str], builtin: bool, fd_iterations: int, soft_start: str = "center"
+                 ) -> list[tuple[str, ChipProblem]]:
+    """Load the corpus folders (+ the shipped designs with `builtin`) as `corpus_problems`: what the
+    command trains on and what a collector worker rebuilds from these picklable arguments."""
+    from moeplace.place.chip.corpus import load_corpus
+
+    return corpus_problems(load_corpus(dirs, builtin=builtin), fd_iterations, soft_start)
+
+
 class Pretrainer:
     """A pre-training run in `out`: policy, PPO, collector and counters, saved and resumed whole."""
 
     def __init__(self, named: list[tuple[str, ChipProblem]], out: str | Path, config: PretrainConfig,
-                 validation: list[tuple[str, ChipProblem]] | None = None) -> None:
+                 validation: list[tuple[str, ChipProblem]] | None = None, collector: str = "local",
+                 problems_fn: Callable[[], list[tuple[str, ChipProblem]]] | None = None) -> None:
+        """`collector`: where rollouts run (rl.collectors kinds: local, process, ray); process and ray
+        start `config.workers` workers that rebuild the corpus with `problems_fn()` (picklable)."""
         from moeplace.place.chip.agent import PPO_DEFAULTS
         from moeplace.place.chip.policy import ChipPolicy, set_priors
         from moeplace.place.chip.validation import Validator
@@ -132,20 +199,35 @@ class Pretrainer:
             raise InputError("--corpus: no design with a movable hard macro to train on")
         if config.val_every and not validation:
             raise InputError("--validation: no design with a movable hard macro to validate on")
+        if config.workers < 1:
+            raise InputError(f"--workers: must be >= 1, got {config.workers}")
+        if collector == "local" and config.workers != 1:
+            raise InputError("--workers: more than one worker needs --collector process or ray")
+        if collector != "local" and problems_fn is None:
+            raise ValueError("Pretrainer: a process or ray collector needs problems_fn")
         self.names = [n for n, _ in named]
         self.problems = [p for _, p in named]
         self.out, self.config = Path(out), config
         torch.manual_seed(config.seed)
         self.policy = ChipPolicy(config.hidden, config.rounds, config.channels)
         set_priors(self.policy, edge=config.edge_prior)
+        # the in-process worker's copy, built for every collector so the torch RNG runs alike
         roll_policy = ChipPolicy(config.hidden, config.rounds, config.channels)
         for p in self.problems:
             self.policy.add_design(p)
-            roll_policy.add_design(p)
         hp = dict(PPO_DEFAULTS, seed=config.seed)
         hp.update(config.ppo)
         self.algo = PPO(self.policy, None, **hp)
-        self.collector = CorpusCollector(self.problems, roll_policy, config.n_envs, config.seed)
+        if collector == "local":
+            source: Any = CorpusWorker(self.problems, roll_policy, config.n_envs, config.seed)
+        else:
+            from moeplace.rl.collectors import make_collector
+
+            arch = (config.hidden, config.rounds, config.channels)
+            sizes = [p.num_nodes for p in self.problems]
+            local_fn = functools.partial(remote_worker, problems_fn, sizes, arch, config.n_envs)
+            source = make_collector(collector, local_fn, config.workers, config.seed)
+        self.collector = CorpusCollector(source)
         self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
         self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
         self.best: dict[str, float] = {}
@@ -214,7 +296,10 @@ class Pretrainer:
         if state.get("designs") != self.names:
             raise InputError(f"--corpus: the designs differ from those of the run in {self.out} "
                              f"({len(state.get('designs') or [])} there, {len(self.names)} given)")
-        if state.get("config") != asdict(self.config):
+        saved = state.get("config")
+        if isinstance(saved, dict):
+            saved = {"workers": 1, **saved}  # runs from before `workers` had one
+        if saved != asdict(self.config):
             raise InputError(f"--resume: the run in {self.out} was started with other settings "
                              f"({state.get('config')}); resume it with the same ones")
         try:
@@ -236,6 +321,10 @@ class Pretrainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{file}: checkpoint does not fit this run ({type(e).__name__}: {e})") \
                 from None
+
+    def close(self) -> None:
+        """Stop the collector's workers (worker processes or Ray actors)."""
+        self.collector.close()
 
     # --- training -------------------------------------------------------------------------------
     def step(self) -> dict[str, Any]:
