@@ -7,6 +7,7 @@ Training samples and ibm01 (never Ariane133, the held-out design). Writes into -
 (+ .json: what `place chip --method rl --policy DIR` loads), checkpoint.safetensors (the full state,
 for --resume), metrics.jsonl (one line per update), learning_curve.png and, when TensorBoard is
 installed, TensorBoard scalars in tb/. Ctrl-C stops after the last finished update; --resume continues.
+--collector process|ray --workers W rolls out each update's design in W worker processes or Ray actors.
 """
 
 from __future__ import annotations

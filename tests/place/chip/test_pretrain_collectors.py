@@ -1,5 +1,6 @@
-"""`place chip pretrain --collector process|ray`: worker rollouts equal in-process workers side by side,
-exact resume with worker processes, Ray actors train, refused collector settings."""
+"""`place chip pretrain --collector process|ray`: worker processes and Ray actors roll out what
+in-process workers with the same seeds do side by side, exact resume with worker processes, Ray
+actors train, refused collector settings."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from moeplace.place.chip.pretrain import (
     PretrainConfig,
     Pretrainer,
     corpus_named,
+    design_order,
     remote_worker,
 )
 from moeplace.rl.collectors import make_collector
@@ -48,18 +50,22 @@ def _weights() -> dict[str, torch.Tensor]:
     return dict(ChipPolicy(*ARCH).state_dict())
 
 
+def _in_process(problems, d: int, update: int, weights) -> Rollout:
+    """The reference: worker k as a CorpusWorker seeded 5 + k in this process, parts side by side."""
+    parts = []
+    for k in range(2):
+        w = CorpusWorker(problems, ChipPolicy(*ARCH), 2, 5 + k)
+        w.select(d, update)
+        parts.append(w.collect(weights, problems[d].num_nodes))
+    return Rollout.cat(parts)
+
+
 def test_process_workers_roll_out_what_in_process_workers_do_side_by_side(corpus) -> None:
     problems_fn = _problems_fn(corpus)
     problems = [p for _, p in problems_fn()]
     d, update, weights = 1, 3, _weights()
     n_steps = problems[d].num_nodes
-    # reference: worker k is a CorpusWorker seeded 5 + k in this process; parts side by side
-    parts = []
-    for k in range(2):
-        w = CorpusWorker(problems, ChipPolicy(*ARCH), 2, 5 + k)
-        w.select(d, update)
-        parts.append(w.collect(weights, n_steps))
-    want = Rollout.cat(parts)
+    want = _in_process(problems, d, update, weights)
     costs = [e["cost"] for e in want.ends]
     assert len(costs) == 4  # 2 workers x 2 envs, one whole episode each
     scale = sum(costs) / len(costs)  # the design's scale: its first rollout's mean cost, all workers
@@ -121,7 +127,7 @@ def test_process_collector_run_resumed_after_ctrl_c_equals_uninterrupted(corpus,
     assert [(r["design"], r["mean_cost"]) for r in records] == [(r["design"], r["mean_cost"]) for r in rb]
 
 
-def test_ray_actors_run_an_update_that_changes_the_weights(corpus, tmp_path) -> None:
+def test_ray_actors_roll_out_like_in_process_workers_and_the_update_trains(corpus, tmp_path) -> None:
     ray = pytest.importorskip("ray")
     problems_fn = _problems_fn(corpus)
     started = not ray.is_initialized()
@@ -139,6 +145,12 @@ def test_ray_actors_run_an_update_that_changes_the_weights(corpus, tmp_path) -> 
         if started:
             ray.shutdown()
     assert record["episodes"] == 4  # 2 actors x 2 envs
+    # the update trained on what two in-process workers seeded 5 and 6 roll out with those weights
+    d = design_order(5, 0, 2)
+    want = _in_process([p for _, p in problems_fn()], d, 0, before)
+    got = trainer.algo.last_rollout
+    for name in ("actions", "logprobs", "values", "valid"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
     assert np.isfinite(record["mean_cost"]) and record["normalised_cost"] == pytest.approx(1.0)
     after = trainer.policy.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
