@@ -16,8 +16,12 @@ import argparse
 import functools
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
 from moeplace.cli.args import duration, nonneg_int, positive_int
+
+if TYPE_CHECKING:
+    from moeplace.place.chip.pretrain import Pretrainer
 
 
 def register(actions: argparse._SubParsersAction) -> None:
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads)
 
 
-def _train(args: argparse.Namespace, trainer, named: list, budget_s: float) -> int:
+def _train(args: argparse.Namespace, trainer: Pretrainer, named: list, budget_s: float) -> int:
     """Resume if asked, train until the budget or --updates (Ctrl-C: stop after the last update), then
     write the curve and print the time split and summary."""
     from moeplace.place.chip.policy_io import POLICY_FILE

@@ -218,6 +218,14 @@ class Pretrainer:
         hp = dict(PPO_DEFAULTS, seed=config.seed)
         hp.update(config.ppo)
         self.algo = PPO(self.policy, None, **hp)
+        self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
+        self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
+        self.best: dict[str, float] = {}
+        val_policy = ChipPolicy(config.hidden, config.rounds, config.channels)  # what validation scores
+        self.validator = Validator(validation, val_policy) if config.val_every and validation else None
+        self.val_best: float | None = None  # best validation score so far, and its update
+        self.val_best_update = -1
+        # last: nothing below can fail and leave worker processes or Ray actors behind
         if collector == "local":
             source: Any = CorpusWorker(self.problems, roll_policy, config.n_envs, config.seed)
         else:
@@ -228,13 +236,6 @@ class Pretrainer:
             local_fn = functools.partial(remote_worker, problems_fn, sizes, arch, config.n_envs)
             source = make_collector(collector, local_fn, config.workers, config.seed)
         self.collector = CorpusCollector(source)
-        self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
-        self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
-        self.best: dict[str, float] = {}
-        val_policy = ChipPolicy(config.hidden, config.rounds, config.channels)  # what validation scores
-        self.validator = Validator(validation, val_policy) if config.val_every and validation else None
-        self.val_best: float | None = None  # best validation score so far, and its update
-        self.val_best_update = -1
 
     # --- state ----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
