@@ -124,15 +124,3 @@ def test_router_flag_replaces_the_presets_router_options():
     assert cfg.model.moe_kwargs == {"router": "noisy_topk"} and cfg.model.pos_emb == "learned"
     model = build_model(cfg.model)
     assert type(model.blocks[-1].ffn.router).__name__ == "NoisyTopKRouter"
-
-
-def test_ffn_norm_flag_puts_a_layernorm_before_the_lstm_moe():
-    from moeplace.cli import build_parser
-    from moeplace.cli.lm import build_config
-    from moeplace.lm.models import build_model
-
-    parse = build_parser().parse_args
-    on = build_model(build_config(parse(["lm", "train", "--family", "lstm", "--ffn-norm"]), 66).model)
-    off = build_model(build_config(parse(["lm", "train", "--family", "lstm"]), 66).model)
-    assert isinstance(on.ffn_norm, torch.nn.LayerNorm) and on.ffn_norm.normalized_shape == (on.cfg.d_model,)
-    assert isinstance(off.ffn_norm, torch.nn.Identity)

@@ -17,8 +17,7 @@ from moeplace.cli.args import (
 )
 
 _MODEL_FLAGS = ("block_size", "n_layer", "n_head", "d_ff", "num_experts", "k", "d_expert", "moe_every",
-                "dropout", "activation", "pos_emb", "softmax_samples",
-                "ffn_norm")  # flags named as their config field
+                "dropout", "activation", "pos_emb", "softmax_samples")  # flags named as their config field
 _TRAIN_FLAGS = ("batch_size", "lr", "min_lr", "warmup", "max_steps", "weight_decay", "grad_clip",
                 "eval_interval", "eval_tokens", "seed")
 
@@ -64,9 +63,6 @@ def _add_model_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gate-init-std", type=nonneg_float,
                    help="noisy_topk: gating weights from N(0, std^2 / d) instead of the paper's zeros "
                         "(1 trained as well as softmax top-k in the small Transformer; docs/lm.md)")
-    g.add_argument("--ffn-norm", action="store_true", default=None,
-                   help="LSTM: LayerNorm on the MoE/FFN input, so the router's logits do not scale with the "
-                        "residual stream (docs/benchmarks.md, word-level Bible)")
     g.add_argument("--moe-groups", type=nonneg_int,
                    help="hierarchical MoE (the paper's appendix B): this many groups of num-experts / groups "
                         "experts (0 = flat MoE)")
@@ -297,14 +293,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.gate_init_std is not None:
         moe_kwargs["gate_init_std"] = args.gate_init_std
     for cfg in compare_configs(args.family, experts, corpus.vocab_size, args.k, args.d_model, args.d_expert,
-                               args.n_layer, args.block_size, moe_kwargs, args.softmax_samples,
-                               ffn_norm=args.ffn_norm):
+                               args.n_layer, args.block_size, moe_kwargs, args.softmax_samples):
         check_model_config(cfg)
     rows, paths = run_compare(corpus, args.family, experts, out, args.k, args.d_model, args.d_expert,
                               args.n_layer, args.block_size, args.batch_size, args.steps, args.lr,
                               args.eval_interval, args.eval_tokens, args.seed, moe_kwargs,
-                              args.softmax_samples, args.dropout, overwrite=args.overwrite,
-                              ffn_norm=args.ffn_norm)
+                              args.softmax_samples, args.dropout, overwrite=args.overwrite)
     print(markdown_table(table_rows(rows)))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if args.json:
@@ -371,8 +365,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--router", default="noisy_topk", help="MoE router")
     p.add_argument("--gate-init-std", type=nonneg_float, default=None,
                    help="noisy_topk: gating weights from N(0, std^2 / d) instead of zeros")
-    p.add_argument("--ffn-norm", action="store_true",
-                   help="LSTM: LayerNorm on the MoE/FFN input (router logits independent of the stream)")
     p.add_argument("--softmax-samples", type=nonneg_int, default=1024,
                    help="train with a sampled softmax over this many words when the vocabulary is larger "
                         "(default 1024; 0 = full softmax); evaluation is always exact")
