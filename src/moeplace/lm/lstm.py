@@ -54,8 +54,9 @@ class LSTMLM(LanguageModel):
         self.ffn_scale = 1.0
         if cfg.num_experts > 0:
             self.ffn_scale = float(cfg.k if cfg.moe_output_scale is None else cfg.moe_output_scale)
-        # Pre-norm: the router's logits x·Wg then have the scale of Wg, not of the residual stream (whose
-        # RMS is 0.02 at the start, the embeddings' std: the router's noise, std Softplus(0) = 0.69, decides).
+        # Optional pre-norm: the router's logits x·Wg then have the scale of Wg, not of the residual stream
+        # (RMS 0.02 at the start, under the router's noise std 0.69). Off by default: on the word-level Bible
+        # it made the router decisive but the models overfit sooner (docs/benchmarks.md).
         self.ffn_norm = nn.LayerNorm(d) if cfg.ffn_norm else nn.Identity()
         self.lstm2 = nn.LSTM(d, d, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
