@@ -72,16 +72,22 @@ def speed(corpus, steps: int, seed: int) -> list[dict]:
 
 
 def experts_part(corpus, out: Path, experts: list[int], steps: int, d_model: int, d_expert: int,
-                 dropout: float, seed: int, gate_init_std: float = 0.0, softmax_samples: int = 1024) -> dict:
+                 dropout: float, seed: int, gate_init_std: float = 0.0, softmax_samples: int = 1024,
+                 ffn_norm: bool = False, router_norm: bool = False) -> dict:
     """Dense vs growing expert counts; returns the table, monotonicity and gains over dense."""
     rows, _ = run_compare(corpus, "lstm", experts, out, k=4, d_model=d_model, d_expert=d_expert,
                           batch_size=32, steps=steps, lr=3e-3, eval_interval=max(1, steps // 4),
                           eval_tokens=16384, seed=seed,
-                          moe_kwargs={"router": "noisy_topk", "gate_init_std": gate_init_std},
-                          softmax_samples=softmax_samples, dropout=dropout, overwrite=True)
+                          moe_kwargs={"router": "noisy_topk", "gate_init_std": gate_init_std,
+                                      **({"input_norm": True} if router_norm else {})},
+                          softmax_samples=softmax_samples, dropout=dropout, overwrite=True,
+                          ffn_norm=ffn_norm)
     trows = table_rows(rows)
+    norm = ("LayerNorm on the MoE/FFN input, " if ffn_norm else "")
+    norm += "router input / RMS, " if router_norm else ""
     print(f"\nlstm, word level, k=4, d_model={d_model}, d_expert={d_expert}, dropout {dropout}, "
-          f"noisy top-k gate_init_std {gate_init_std}, softmax samples {softmax_samples or 'all (full)'}, "
+          f"noisy top-k gate_init_std {gate_init_std}, {norm}"
+          f"softmax samples {softmax_samples or 'all (full)'}, "
           f"{steps} steps x 2,048 words\n" + markdown_table(trows), flush=True)
     dense = next(r["val_loss"] for r in rows if r["experts"] == 0)
     losses = [r["val_loss"] for r in sorted(rows, key=lambda r: r["experts"])]
@@ -103,6 +109,10 @@ def main() -> None:
     ap.add_argument("--softmax-samples", type=int, default=1024, help="training softmax samples (0 = full)")
     ap.add_argument("--gate-init-std", type=float, default=0.0,
                     help="noisy top-k gating weights N(0, std^2/d); 0 = the paper's zeros")
+    ap.add_argument("--ffn-norm", action="store_true",
+                    help="LayerNorm on the MoE/FFN input: router logits independent of the stream's scale")
+    ap.add_argument("--router-norm", action="store_true",
+                    help="the router (only) reads x / RMS(x): NoisyTopKRouter(input_norm=True)")
     ap.add_argument("--max-vocab", type=int, default=10000)
     ap.add_argument("--corpus", default="tinyshakespeare", help="tinyshakespeare, kjv or a path (word level)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-lm-word"))
@@ -121,7 +131,7 @@ def main() -> None:
         experts = [int(e) for e in args.experts.split(",")]
         figures["experts"] = experts_part(corpus, args.out / "experts", experts, args.steps, args.d_model,
                                           args.d_expert, args.dropout, args.seed, args.gate_init_std,
-                                          args.softmax_samples)
+                                          args.softmax_samples, args.ffn_norm, args.router_norm)
     figures["load_average_end"] = os.getloadavg()[0]
     print_json_line(figures)
 

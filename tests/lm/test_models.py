@@ -157,6 +157,31 @@ def test_moe_lstm_structure_and_routing_of_all_timesteps():
     assert m.active_flops_per_token() == lstm_flops + m.ffn.active_flops_per_token() + 2 * d * 20
 
 
+def test_lstm_ffn_norm_feeds_the_moe_a_layer_normed_input():
+    """ffn_norm: h = e + LSTM1(e); h += k·MoE(LN(h)), LN(h) = (h - mean) / sqrt(var + 1e-5) over d_model."""
+    torch.manual_seed(0)
+    cfg = LSTMConfig(vocab_size=20, block_size=10, d_model=16, d_ff=32, num_experts=4, k=2, ffn_norm=True,
+                     moe_kwargs={"router": "noisy_topk", "gate_init_std": 1.0})
+    m = build_model(cfg).eval()
+    idx = torch.randint(0, 20, (3, 10))
+    seen = []
+    m.ffn.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0]))
+    with torch.no_grad():
+        logits, _ = m(idx)
+        e = m.embedding(idx)
+        h = e + m.lstm1(e)[0]
+        mu = h.mean(-1, keepdim=True)
+        var = ((h - mu) ** 2).mean(-1, keepdim=True)
+        normed = (h - mu) / torch.sqrt(var + 1e-5)
+        torch.testing.assert_close(seen[0], normed)
+        h = h + 2 * m.ffn(normed)
+        h = h + m.lstm2(h)[0]
+        torch.testing.assert_close(logits, h @ m.lm_head.weight.T + m.lm_head.bias)
+    d = config_to_dict(LSTMConfig(vocab_size=20))
+    del d["ffn_norm"]  # a checkpoint from before the option: rebuilt without the norm, as trained
+    assert isinstance(build_model(config_from_dict(d)).ffn_norm, torch.nn.Identity)
+
+
 def test_dense_lstm_ffn_width():
     m = build_model(LSTMConfig(vocab_size=20, d_model=16, d_ff=48))
     assert isinstance(m.ffn, FeedForward) and m.ffn.fc.out_features == 48

@@ -140,3 +140,25 @@ def test_gate_init_std_draws_gating_weights_instead_of_zeros():
     r = NoisyTopKRouter(256, 64, 2, gate_init_std=2.0)
     assert abs(float(r.w_gate.detach().std()) - 2.0 / 16.0) < 0.005  # N(0, std^2 / d), d = 256
     assert not r.w_noise.any()
+
+
+def test_input_norm_routes_each_token_by_x_over_its_rms():
+    """input_norm: routing, gates, load and loss of x are the plain router's on x / sqrt(mean(x^2) + 1e-6),
+    by hand; so a stream 50x larger (RMS 0.02 -> 1) is routed the same."""
+    plain = _router().train()
+    normed = _router().train()
+    normed.input_norm = True
+    x = torch.randn(T, D, dtype=torch.float64) * 0.02
+    noise = torch.randn(T, E, dtype=torch.float64)
+    plain.sample_noise = normed.sample_noise = lambda shape, like: noise
+    routed = []
+    for scale in (1.0, 50.0):
+        xs = (x * scale).numpy()
+        want = plain(torch.from_numpy(xs / np.sqrt((xs**2).mean(axis=1, keepdims=True) + 1e-6)))
+        got = normed(x * scale)
+        assert torch.equal(got.expert_index, want.expert_index)
+        for name in ("gate", "load", "aux_loss"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, atol=1e-12)
+        routed.append(got.expert_index)
+    assert torch.equal(routed[0], routed[1])
+    assert not NoisyTopKRouter(D, E, K).input_norm  # off by default: the paper's x·Wg

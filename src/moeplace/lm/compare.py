@@ -21,9 +21,11 @@ from moeplace.runs import read_jsonl
 
 def compare_configs(family: str, experts: list[int], vocab_size: int, k: int = 2, d_model: int = 64,
                     d_expert: int = 128, n_layer: int = 2, block_size: int = 64,
-                    moe_kwargs: dict | None = None, softmax_samples: int = 0, dropout: float = 0.0
-                    ) -> list[Any]:
-    """Model configs of equal active compute: dense d_ff = k * d_expert; MoE k experts of d_expert units."""
+                    moe_kwargs: dict | None = None, softmax_samples: int = 0, dropout: float = 0.0,
+                    ffn_norm: bool = False) -> list[Any]:
+    """Model configs of equal active compute: dense d_ff = k * d_expert; MoE k experts of d_expert units.
+
+    ffn_norm (LSTM only; the Transformer is pre-norm already): LayerNorm on the FFN/MoE input."""
     out = []
     for e in experts:
         common: dict[str, Any] = dict(vocab_size=vocab_size, block_size=block_size, d_ff=k * d_expert,
@@ -34,7 +36,7 @@ def compare_configs(family: str, experts: list[int], vocab_size: int, k: int = 2
             common["k"] = 1
             common["d_expert"] = k * d_expert  # one expert carrying the whole active width
         if family == "lstm":
-            out.append(LSTMConfig(d_model=d_model, **common))
+            out.append(LSTMConfig(d_model=d_model, ffn_norm=ffn_norm, **common))
         else:
             out.append(TransformerConfig(n_layer=n_layer, n_head=max(1, d_model // 32), n_embd=d_model,
                                          bias=False, activation="relu", **common))
@@ -125,11 +127,11 @@ def run_compare(corpus: Corpus, family: str, experts: list[int], out_dir: Path, 
                 d_model: int = 64, d_expert: int = 128, n_layer: int = 2, block_size: int = 64,
                 batch_size: int = 32, steps: int = 1000, lr: float = 3e-3, eval_interval: int = 100,
                 eval_tokens: int | None = 16384, seed: int = 1337, moe_kwargs: dict | None = None,
-                softmax_samples: int = 0, dropout: float = 0.0, overwrite: bool = False
-                ) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+                softmax_samples: int = 0, dropout: float = 0.0, overwrite: bool = False,
+                ffn_norm: bool = False) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """Train dense and MoE models of equal active compute on corpus; write the table and plots to out_dir."""
     configs = compare_configs(family, experts, corpus.vocab_size, k, d_model, d_expert, n_layer, block_size,
-                              moe_kwargs, softmax_samples, dropout)
+                              moe_kwargs, softmax_samples, dropout, ffn_norm)
     rows = run_models(configs, corpus, out_dir, batch_size, steps, lr, eval_interval, eval_tokens, seed,
                       overwrite=overwrite)
     title = (f"{family}, k={k}, d_model={d_model}, d_expert={d_expert}, "

@@ -32,6 +32,7 @@ class LSTMConfig:
     moe_kwargs: dict = field(default_factory=dict)  # MoE options; num_groups (+ k_groups): hierarchical MoE
     softmax_samples: int = 0        # training output layer: sampled softmax over this many words (0 = full)
     moe_output_scale: float | None = None  # MoE output multiplier; None = k (as in the Transformer's Block)
+    ffn_norm: bool = False          # LayerNorm on the FFN/MoE input (pre-norm, as the Transformer's ln2)
     family: str = "lstm"
 
 
@@ -53,6 +54,10 @@ class LSTMLM(LanguageModel):
         self.ffn_scale = 1.0
         if cfg.num_experts > 0:
             self.ffn_scale = float(cfg.k if cfg.moe_output_scale is None else cfg.moe_output_scale)
+        # Optional pre-norm: the router's logits x·Wg then have the scale of Wg, not of the residual stream
+        # (RMS 0.02 at the start, under the router's noise std 0.69). Off by default: on the word-level Bible
+        # it made the router decisive but the models overfit sooner (docs/benchmarks.md).
+        self.ffn_norm = nn.LayerNorm(d) if cfg.ffn_norm else nn.Identity()
         self.lstm2 = nn.LSTM(d, d, batch_first=True)
         self.drop = nn.Dropout(cfg.dropout)
         self.lm_head = nn.Linear(d, cfg.vocab_size, bias=True)
@@ -69,7 +74,7 @@ class LSTMLM(LanguageModel):
         """Hidden states [B, T, d_model] after the second LSTM's residual."""
         x = self.embedding(idx)
         x = x + self.drop(self.lstm1(x)[0])
-        h = self.ffn(x)  # the MoE sees every timestep of the batch at once: [B, T, d]
+        h = self.ffn(self.ffn_norm(x))  # the MoE sees every timestep of the batch at once: [B, T, d]
         x = x + self.drop(h * self.ffn_scale if self.ffn_scale != 1.0 else h)
         return x + self.drop(self.lstm2(x)[0])
 

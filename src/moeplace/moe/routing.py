@@ -131,13 +131,16 @@ class NoisyTopKRouter(Router):
     P(x, i) = Phi(((x·Wg)_i - kth_excluding(H(x), k, i)) / Softplus((x·Wnoise)_i)); without noise (or when
     k = E) Load_i is the number of tokens sent to expert i. Wg and Wnoise start at zero as in the paper;
     gate_init_std > 0 draws Wg from N(0, gate_init_std^2 / d) instead, so the clean logits, not the noise
-    (std Softplus(0) = 0.69 at the start), decide the first routings.
+    (std Softplus(0) = 0.69 at the start), decide the first routings. input_norm=True feeds the router
+    x / RMS(x) (per token, no gain): logits and noise then keep the scale of Wg and Wnoise whatever the scale
+    of the stream the MoE reads (an LSTM's residual stream starts at the embeddings' RMS, ~0.02).
     """
 
     def __init__(self, d_model: int, num_experts: int, k: int, w_importance: float = 0.1,
                  w_load: float = 0.1, noisy: bool = True, z_loss_weight: float = 0.0,
-                 gate_init_std: float = 0.0) -> None:
+                 gate_init_std: float = 0.0, input_norm: bool = False) -> None:
         super().__init__(d_model, num_experts, k, z_loss_weight, zero_init=True)
+        self.input_norm = input_norm
         if gate_init_std > 0:
             nn.init.normal_(self.w_gate, std=gate_init_std * d_model**-0.5)
         self.w_noise = nn.Parameter(torch.zeros(d_model, num_experts))
@@ -149,6 +152,8 @@ class NoisyTopKRouter(Router):
 
     def noisy_logits(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(clean x·Wg, noise std Softplus(x·Wnoise), H(x)); H equals the clean logits outside training."""
+        if self.input_norm:
+            x = x * torch.rsqrt(_promote(x).pow(2).mean(-1, keepdim=True) + 1e-6).to(x.dtype)
         clean = self.logits(x)
         noise_std = F.softplus(_promote(x @ self.w_noise))
         noise_std = noise_std.clamp_min(torch.finfo(noise_std.dtype).tiny)
