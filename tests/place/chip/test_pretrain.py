@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from moeplace.cli import main
-from moeplace.place.chip import pretrain as pretrain_mod
 from moeplace.place.chip.corpus import generate_corpus
 from moeplace.place.chip.pretrain import design_order
 from moeplace.runs import read_jsonl
@@ -59,23 +58,14 @@ def test_run_folder_holds_policy_checkpoint_metrics_curve(corpus, tmp_path, caps
     assert set(figures["time"]) == {"rollout_s", "update_s", "checkpoint_s"}
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, monkeypatch) -> None:
+def test_interrupted_and_resumed_run_equals_uninterrupted(corpus, tmp_path, ctrl_c_in_rollout) -> None:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert _pretrain(corpus, straight, "--updates", "4") == 0
 
-    real = pretrain_mod.CorpusCollector.collect
-    calls = {"n": 0}
-
-    def ctrl_c_on_third(self, weights, n_steps):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the third update's rollout
-        return real(self, weights, n_steps)
-
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", ctrl_c_on_third)
+    restore = ctrl_c_in_rollout(3)  # Ctrl-C in the third update's rollout
     assert _pretrain(corpus, broken, "--updates", "4") == 130
     assert [r["step"] for r in read_jsonl(broken / "metrics.jsonl")] == [1, 2]
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", real)
+    restore()
     assert _pretrain(corpus, broken, "--updates", "4", "--resume") == 0
 
     a = load_file(str(straight / "checkpoint.safetensors"))

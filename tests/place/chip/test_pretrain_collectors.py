@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 from moeplace.cli import main
-from moeplace.place.chip import pretrain as pretrain_mod
 from moeplace.place.chip.corpus import generate_corpus
 from moeplace.place.chip.policy import ChipPolicy
 from moeplace.place.chip.pretrain import (
@@ -94,7 +93,7 @@ def _pretrain(corpus, out, *extra: str) -> int:
 
 @pytest.mark.slow  # three runs, each starting two worker processes: ~30 s on a loaded 2-core machine
 def test_process_collector_run_resumed_after_ctrl_c_equals_uninterrupted(corpus, tmp_path,
-                                                                         monkeypatch) -> None:
+                                                                         ctrl_c_in_rollout) -> None:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     procs = ("--collector", "process", "--workers", "2")
     assert _pretrain(corpus, straight, "--updates", "3", *procs) == 0
@@ -102,19 +101,10 @@ def test_process_collector_run_resumed_after_ctrl_c_equals_uninterrupted(corpus,
     assert [r["episodes"] for r in records] == [4, 8, 12]  # each update: 2 workers x 2 envs
     assert records[0]["normalised_cost"] == pytest.approx(1.0)
 
-    real = pretrain_mod.CorpusCollector.collect
-    calls = {"n": 0}
-
-    def ctrl_c_on_third(self, weights, n_steps):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the third update's rollout
-        return real(self, weights, n_steps)
-
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", ctrl_c_on_third)
+    restore = ctrl_c_in_rollout(3)  # Ctrl-C in the third update's rollout
     assert _pretrain(corpus, broken, "--updates", "3", *procs) == 130
     assert multiprocessing.active_children() == []  # the workers were stopped on the way out
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", real)
+    restore()
     assert _pretrain(corpus, broken, "--updates", "3", "--resume", *procs) == 0
 
     a = load_file(str(straight / "checkpoint.safetensors"))

@@ -82,8 +82,7 @@ def test_zero_shot_budget_samples_whole_batches_and_keeps_the_first(corpora) -> 
     assert many.cost <= one.cost + 1e-12  # the first batch is the same draw, so more batches never lose
 
 
-def test_resumed_run_continues_its_validation(corpora, tmp_path, monkeypatch) -> None:
-    from moeplace.place.chip import pretrain as pretrain_mod
+def test_resumed_run_continues_its_validation(corpora, tmp_path, ctrl_c_in_rollout) -> None:
 
     train, val = corpora
     args = ["place", "chip", "pretrain", "--corpus", str(train), "--no-builtin", "--envs", "2",
@@ -92,17 +91,9 @@ def test_resumed_run_continues_its_validation(corpora, tmp_path, monkeypatch) ->
             "--validation", str(val), "--val-every", "1"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert main([*args, "--out", str(straight)]) == 0
-    real, calls = pretrain_mod.CorpusCollector.collect, {"n": 0}
-
-    def ctrl_c_on_third(self, weights, n_steps):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(self, weights, n_steps)
-
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", ctrl_c_on_third)
+    restore = ctrl_c_in_rollout(3)
     assert main([*args, "--out", str(broken)]) == 130
-    monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", real)
+    restore()
     assert main([*args, "--out", str(broken), "--resume"]) == 0
     a, b = read_jsonl(straight / "validation.jsonl"), read_jsonl(broken / "validation.jsonl")
     assert [(r["step"], r["validation"], r["best"]) for r in a] == [(r["step"], r["validation"], r["best"])
