@@ -79,7 +79,7 @@ def experts_part(corpus, out: Path, experts: list[int], steps: int, d_model: int
                           batch_size=32, steps=steps, lr=3e-3, eval_interval=max(1, steps // 4),
                           eval_tokens=16384, seed=seed,
                           moe_kwargs={"router": "noisy_topk", "gate_init_std": gate_init_std,
-                                      **({"input_norm": True} if router_norm else {})},
+                                      "input_norm": router_norm},
                           softmax_samples=softmax_samples, dropout=dropout, overwrite=True,
                           ffn_norm=ffn_norm)
     trows = table_rows(rows)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import os
 from typing import TYPE_CHECKING
 
@@ -45,7 +44,7 @@ def register(actions: argparse._SubParsersAction) -> None:
                         "(needs moeplace[ray]); each worker rolls out --envs episodes of the update's design")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="with --collector process|ray: workers per update (default 2; an update then "
-                        "trains on workers x envs episodes)")
+                        "sees workers x envs episodes)")
     p.add_argument("--hidden", type=positive_int, default=64, help="policy width (default 64)")
     p.add_argument("--channels", type=positive_int, default=8, help="policy conv channels (default 8)")
     p.add_argument("--fd-iterations", type=nonneg_int, default=50,
@@ -87,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
     budget_s = args.budget
     workers = args.workers if args.workers is not None else (1 if args.collector == "local" else 2)
-    if args.collector == "local" and workers != 1:
-        raise InputError("--workers: more than one worker needs --collector process or ray")
-    if args.collector == "ray" and importlib.util.find_spec("ray") is None:
-        raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
     out = claim_run_dir(args.out, RUN_FILES, resume=args.resume, overwrite=args.overwrite)
     if args.resume and not (out / STATE_FILE).is_file():
         raise InputError(f"--resume: {out / STATE_FILE} not found (nothing to continue)")

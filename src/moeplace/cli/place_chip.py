@@ -12,7 +12,6 @@ search and still writes the best so far.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 from pathlib import Path
 
@@ -200,8 +199,6 @@ def _single_method(method: str, netlist, header, args: argparse.Namespace, budge
                           soft_start=args.soft_start)
     if args.rl_envs < 1:
         raise InputError("--rl-envs: must be >= 1")
-    if args.collector == "ray" and importlib.util.find_spec("ray") is None:
-        raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
     policy = _load_rl_policy(args.policy)
     if policy is None:
         return train_chip_rl(problem, budget_s=budget_s, seed=args.seed, n_envs=args.rl_envs,

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
 import torch
 
+from moeplace.errors import InputError
 from moeplace.rl.rollout import Rollout, RolloutWorker
 
 EnvFn = Callable[[], gym.Env]
@@ -258,7 +260,10 @@ class RayCollector:
 
 def make_collector(kind: str, local_fn: LocalFn, workers: int = 2, seed: int = 0) -> Any:
     """A collector of `kind`: "local" (`local_fn(seed)` in this process, one worker), "process" or
-    "ray" (`workers` of them; Ray is started here with `workers` CPUs unless already running)."""
+    "ray" (`workers` of them; Ray is started here with `workers` CPUs unless already running).
+    InputError (a one-line CLI error) when Ray is asked for and not installed."""
+    if kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise InputError("--collector ray: Ray is not installed (pip install 'moeplace[ray]')")
     if kind == "local":
         return local_fn(seed)
     if kind == "process":
