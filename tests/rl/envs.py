@@ -9,11 +9,12 @@ import numpy as np
 
 
 class BanditEnv(gym.Env):
-    """One-step bandit: arm i pays means[i] plus Gaussian noise; optionally some arms are masked."""
+    """One-step bandit: arm i pays means[i] plus Gaussian noise (one std for all arms, or one per arm);
+    optionally some arms are masked."""
 
-    def __init__(self, means: list[float], noise: float = 0.1, legal: list[bool] | None = None) -> None:
+    def __init__(self, means: list[float], noise: float | list[float] = 0.1, legal: list[bool] | None = None) -> None:
         self.means = np.asarray(means, dtype=np.float64)
-        self.noise = noise
+        self.noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), self.means.shape)
         self.legal = np.ones(len(means), dtype=bool) if legal is None else np.asarray(legal, dtype=bool)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (1,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(means))
@@ -24,7 +25,7 @@ class BanditEnv(gym.Env):
 
     def step(self, action: int):
         assert self.legal[action], "an illegal arm was pulled"
-        reward = float(self.means[action] + self.noise * self.np_random.normal())
+        reward = float(self.means[action] + self.noise[action] * self.np_random.normal())
         return np.zeros(1, dtype=np.float32), reward, True, False, {"action_mask": self.legal.copy()}
 
 

@@ -66,6 +66,10 @@ class PPOConfig:
     max_samples: int | None = None
     """Train each update on at most this many real transitions, drawn at random after GAE (None: all);
     bounds update time when rollouts are long and their steps strongly correlated (chip episodes)."""
+    risk_quantile: float | None = None
+    """Risk-seeking policy gradient (Petersen et al. 2021): train only on the complete episodes whose
+    return is in the rollout's top `risk_quantile` fraction, with advantage return − that quantile
+    (no critic in the advantage): for problems where the best episode, not the mean, counts."""
     seed: int = 0
     """Seed of the env resets, action sampling and minibatch shuffling."""
 
@@ -153,9 +157,15 @@ class PPO(OnPolicyAlgorithm):
             last_gae = delta + cfg.gamma * cfg.gae_lambda * (1 - dones[t]) * last_gae
             advantages[t] = last_gae
         returns = advantages + values
+        if cfg.risk_quantile is not None:
+            advantages, elite = risk_seeking_advantages(rewards, dones, rollout.valid.bool(), cfg.risk_quantile)
 
         # 3. Flatten the batch, keep the real transitions.
         b_obs, b_mask, keep = flatten_rollout(rollout)
+        if cfg.risk_quantile is not None:
+            top = elite.flatten()[keep]
+            b_obs, keep = index_obs(b_obs, top.nonzero().flatten()), keep[top]
+            b_mask = b_mask[top] if b_mask is not None else None
         if cfg.max_samples is not None and len(keep) > cfg.max_samples:
             pick = torch.randperm(len(keep), generator=self.generator)[:cfg.max_samples].sort().values
             b_obs, keep = index_obs(b_obs, pick), keep[pick]
@@ -182,7 +192,9 @@ class PPO(OnPolicyAlgorithm):
                     clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
 
                 mb_adv = b_adv[mb]
-                if cfg.norm_adv and len(mb) > 1:
+                if cfg.norm_adv and cfg.risk_quantile is not None:  # advantages >= 0: scaled, not centred
+                    mb_adv = mb_adv / (mb_adv.pow(2).mean().sqrt() + 1e-8)
+                elif cfg.norm_adv and len(mb) > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg_loss = torch.max(-mb_adv * ratio,
                                     -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
@@ -214,3 +226,29 @@ class PPO(OnPolicyAlgorithm):
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
             "clipfrac": float(np.mean(clipfracs)), "explained_variance": explained_var,
         }
+
+
+def risk_seeking_advantages(rewards: torch.Tensor, dones: torch.Tensor, valid: torch.Tensor,
+                            quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """([T, N] advantages, [T, N] elite mask): each transition of a complete episode gets its episode's
+    return minus the (1 − quantile) quantile of the rollout's episode returns where that return is at
+    least the quantile (elite), and is left out otherwise; episodes still running at the end are left out."""
+    n_steps, n_envs = rewards.shape
+    total = torch.full((n_steps, n_envs), float("nan"))
+    acc = torch.zeros(n_envs)
+    for t in range(n_steps):  # the return so far of each env's current episode; its total where it ends
+        acc = acc + rewards[t] * valid[t]
+        ends = dones[t].bool()
+        total[t, ends] = acc[ends]
+        acc = torch.where(ends, torch.zeros_like(acc), acc)
+    episode = torch.full((n_envs,), float("nan"))
+    for t in reversed(range(n_steps)):  # carry each total back over its episode's steps
+        ends = dones[t].bool()
+        episode = torch.where(ends, total[t], episode)
+        total[t] = episode
+    returns = total[dones.bool()]
+    if len(returns) == 0:
+        return torch.zeros(n_steps, n_envs), torch.zeros(n_steps, n_envs, dtype=torch.bool)
+    threshold = torch.quantile(returns, 1.0 - quantile)
+    elite = valid & ~total.isnan() & (total >= threshold)
+    return torch.where(elite, total - threshold, torch.zeros(())), elite
