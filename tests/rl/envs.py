@@ -12,7 +12,8 @@ class BanditEnv(gym.Env):
     """One-step bandit: arm i pays means[i] plus Gaussian noise (one std for all arms, or one per arm);
     optionally some arms are masked."""
 
-    def __init__(self, means: list[float], noise: float | list[float] = 0.1, legal: list[bool] | None = None) -> None:
+    def __init__(self, means: list[float], noise: float | list[float] = 0.1,
+                 legal: list[bool] | None = None) -> None:
         self.means = np.asarray(means, dtype=np.float64)
         self.noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), self.means.shape)
         self.legal = np.ones(len(means), dtype=bool) if legal is None else np.asarray(legal, dtype=bool)

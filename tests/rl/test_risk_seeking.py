@@ -20,7 +20,8 @@ def test_advantages_of_a_hand_made_rollout():
     threshold = np.quantile([1.0, 3.0, 2.0], 0.5)  # = 2: the episodes returning 2 and 3 are elite
     expected_elite = [[False, True], [False, True], [True, True], [True, False]]
     assert elite.tolist() == expected_elite
-    expected = [[0.0, 2 - threshold], [0.0, 2 - threshold], [3 - threshold, 2 - threshold], [3 - threshold, 0.0]]
+    a, b = 3 - threshold, 2 - threshold
+    expected = [[0.0, b], [0.0, b], [a, b], [a, 0.0]]
     assert torch.allclose(adv, torch.tensor(expected, dtype=torch.float32))
 
 

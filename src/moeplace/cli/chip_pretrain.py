@@ -59,7 +59,7 @@ def register(actions: argparse._SubParsersAction) -> None:
                    help="with --validation: score the policy every this many updates (default 40)")
     p.add_argument("--edge-prior", type=float, default=0.0,
                    help="the untrained policy's pull towards the canvas edge, logits per cell (default 0)")
-    p.add_argument("--lr", type=float, default=None, help="PPO learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float, default=None, help="PPO learning rate (default 1e-3)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)

@@ -158,7 +158,8 @@ class PPO(OnPolicyAlgorithm):
             advantages[t] = last_gae
         returns = advantages + values
         if cfg.risk_quantile is not None:
-            advantages, elite = risk_seeking_advantages(rewards, dones, rollout.valid.bool(), cfg.risk_quantile)
+            advantages, elite = risk_seeking_advantages(rewards, dones, rollout.valid.bool(),
+                                                        cfg.risk_quantile)
 
         # 3. Flatten the batch, keep the real transitions.
         b_obs, b_mask, keep = flatten_rollout(rollout)
@@ -246,9 +247,10 @@ def risk_seeking_advantages(rewards: torch.Tensor, dones: torch.Tensor, valid: t
         ends = dones[t].bool()
         episode = torch.where(ends, total[t], episode)
         total[t] = episode
-    returns = total[dones.bool()]
-    if len(returns) == 0:
-        return torch.zeros(n_steps, n_envs), torch.zeros(n_steps, n_envs, dtype=torch.bool)
-    threshold = torch.quantile(returns, 1.0 - quantile)
-    elite = valid & ~total.isnan() & (total >= threshold)
-    return torch.where(elite, total - threshold, torch.zeros(())), elite
+    complete = valid & ~total.isnan()
+    advantages, elite = torch.zeros(n_steps, n_envs), torch.zeros(n_steps, n_envs, dtype=torch.bool)
+    if dones.bool().any():
+        threshold = torch.quantile(total[dones.bool()], 1.0 - quantile)  # over episodes, not steps
+        elite = complete & (total >= threshold)
+        advantages = torch.where(elite, total - threshold, torch.zeros(()))
+    return advantages, elite

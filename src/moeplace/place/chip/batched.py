@@ -40,7 +40,7 @@ class BatchedChipEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, problem: ChipProblem, num_envs: int, design: int = 0, shaping: bool = False) -> None:
+    def __init__(self, problem: ChipProblem, num_envs: int, design: int = 0) -> None:
         if problem.orientations:
             raise ValueError("BatchedChipEnv needs a ChipProblem with orientations=False")
         if num_envs < 1:
@@ -68,9 +68,6 @@ class BatchedChipEnv(VectorEnv):
         })
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.wires = WireMask(problem)
-        self.shaping = bool(shaping)
-        nl = problem.netlist
-        self.wire_norm = float((g.width + g.height) * max(float(nl.net_weight.sum()), 1e-12))
         self._start()
 
     # --- state -----------------------------------------------------------------------------------
@@ -135,12 +132,7 @@ class BatchedChipEnv(VectorEnv):
         row, col = a[act] // self.cols, a[act] % self.cols
         cover = self.y_cover[node][row][:, :, None] * self.x_cover[node][col][:, None, :]  # [k, R, C]
         self.occupancy[act] += cover.reshape(len(act), -1).astype(np.float32)
-        if self.shaping:  # potential -HPWL(known pins)/norm: each step pays the wire it adds now
-            before = self.wires.hpwl()[act]
         self.wires.place(act, node, a[act])
-        if self.shaping:
-            hpwl = self.wires.hpwl()
-            rewards[act] -= (hpwl[act] - before) / self.wire_norm
         self.t += 1
         if self.t < self.n:
             self.mask = self.masks(self.placement, self.t)
@@ -150,8 +142,7 @@ class BatchedChipEnv(VectorEnv):
                 cost = self.problem.cost(self.placement[i])
                 ended.append({"env": int(i), "cost": float(cost), "terms": None,
                               "placement": self.placement[i].copy()})
-                rewards[i] += -cost + (hpwl[i] / self.wire_norm if self.shaping else 0.0)
-                terminated[i] = True
+                rewards[i], terminated[i] = -cost, True
             self.active &= ~dead
             self.mask[dead] = True
         else:
@@ -159,8 +150,7 @@ class BatchedChipEnv(VectorEnv):
                 terms = self.problem.terms(self.placement[i])
                 ended.append({"env": int(i), "cost": terms["proxy"], "terms": terms,
                               "placement": self.placement[i].copy()})
-                rewards[i] += -terms["proxy"] + (hpwl[i] / self.wire_norm if self.shaping else 0.0)
-                terminated[i] = True
+                rewards[i], terminated[i] = -terms["proxy"], True
             self._start()
         if not self.active.any() and self.t < self.n:  # every env hit a dead end: start over
             self._start()

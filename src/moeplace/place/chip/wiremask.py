@@ -93,12 +93,6 @@ class WireMask:
         sub[..., 3] = np.maximum(sub[..., 3], y + off[:, 3])
         self.box[envs[:, None], ks[None, :]] = sub
 
-    def hpwl(self) -> np.ndarray:
-        """[N]: weighted HPWL of the known pins of every tracked net, per env (microns)."""
-        known = np.isfinite(self.box[..., 0])
-        span = np.where(known, self.box[..., 1] - self.box[..., 0] + self.box[..., 3] - self.box[..., 2], 0.0)
-        return span @ self.weight
-
     def mask(self, node: int) -> np.ndarray:
         """[N, cells]: weighted HPWL increase of the nets of `node` (microns) for each cell, every env."""
         ks, off = self.nets[node], self.offsets[node]
