@@ -2,6 +2,7 @@
 arm with the best upper tail is not the arm with the best mean."""
 
 import numpy as np
+import pytest
 import torch
 
 from moeplace.rl import PPO, MLPPolicy, make_vec_env
@@ -31,6 +32,25 @@ def test_invalid_steps_are_never_elite():
     valid = torch.tensor([[False], [True]])  # t 0 is a waiting step: not a transition
     adv, elite = risk_seeking_advantages(rewards, dones, valid, quantile=1.0)
     assert elite.tolist() == [[False], [True]] and adv[1, 0] == 0.0
+
+
+def test_rollout_without_a_finished_episode_leaves_the_policy_unchanged():
+    from .envs import ConstantRewardEnv
+
+    envs = make_vec_env(lambda: ConstantRewardEnv(limit=100), 2)  # 4 steps never end an episode
+    torch.manual_seed(0)
+    policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, hidden=(8,))
+    before = [p.detach().clone() for p in policy.parameters()]
+    algo = PPO(policy, envs, n_steps=4, risk_quantile=0.5, seed=0).learn(8, progress_bar=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert np.isnan(algo.history[-1]["policy_loss"])
+
+
+def test_risk_quantile_out_of_range_is_refused():
+    envs = make_vec_env(lambda: BanditEnv([1.0, 0.5]), 2)
+    policy = MLPPolicy(envs.single_observation_space, envs.single_action_space, hidden=(8,))
+    with pytest.raises(ValueError, match="risk_quantile"):
+        PPO(policy, envs, risk_quantile=0.0)
 
 
 def _bandit(risk):

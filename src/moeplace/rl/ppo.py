@@ -73,6 +73,10 @@ class PPOConfig:
     seed: int = 0
     """Seed of the env resets, action sampling and minibatch shuffling."""
 
+    def __post_init__(self) -> None:
+        if self.risk_quantile is not None and not 0.0 < self.risk_quantile <= 1.0:
+            raise ValueError(f"PPO: risk_quantile must be in (0, 1], got {self.risk_quantile}")
+
 
 class PPO(OnPolicyAlgorithm):
     """PPO over a Gymnasium (vector) env with discrete, optionally masked, actions."""
@@ -177,6 +181,12 @@ class PPO(OnPolicyAlgorithm):
 
         # 4. Epochs of minibatches over the clipped objective.
         n = len(keep)
+        if n == 0:  # risk-seeking with no episode finished in this rollout: nothing to learn from
+            nan = float("nan")
+            return {"global_step": float(self.num_timesteps), "mean_return": self.recent_return(),
+                    "learning_rate": self.optimizer.param_groups[0]["lr"], "value_loss": nan,
+                    "policy_loss": nan, "entropy": nan, "approx_kl": 0.0, "clipfrac": 0.0,
+                    "explained_variance": nan}
         minibatch_size = max(1, -(-n // cfg.n_minibatches))
         clipfracs, approx_kl = [], torch.tensor(0.0)
         for _epoch in range(cfg.n_epochs):
