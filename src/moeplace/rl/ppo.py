@@ -4,7 +4,8 @@ One update: roll out `n_steps` in each of the vector env's sub-environments, com
 advantages (bootstrapping from the value of the final observation on truncation, from zero on
 termination), then run `n_epochs` passes of shuffled minibatches over the clipped surrogate
 objective, the (optionally clipped) value loss and an entropy bonus, with gradient clipping,
-optional linear learning-rate annealing and an optional target-KL early stop.
+optional linear learning-rate annealing and an optional target-KL early stop. With `risk_quantile`
+the update is risk-seeking: it trains on the rollout's best episodes only (`risk_seeking_advantages`).
 
     algo = PPO(policy, envs, n_steps=32, n_epochs=20)
     algo.learn(100_000)
