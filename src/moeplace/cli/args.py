@@ -84,6 +84,14 @@ def probability(text: str) -> float:
     return v
 
 
+def share(text: str) -> float:
+    """A number in (0, 1] (the share of each rollout's episodes risk-seeking PPO trains on)."""
+    v = _float(text)
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return v
+
+
 def fraction_below_one(text: str) -> float:
     """A number in [0, 1) (a warm-up share of the run, a wall fraction that must leave room)."""
     v = _float(text)

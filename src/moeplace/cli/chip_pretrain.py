@@ -17,7 +17,7 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
-from moeplace.cli.args import duration, nonneg_int, positive_int
+from moeplace.cli.args import duration, nonneg_int, positive_int, share
 
 if TYPE_CHECKING:
     from moeplace.place.chip.pretrain import Pretrainer
@@ -60,6 +60,8 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--edge-prior", type=float, default=0.0,
                    help="the untrained policy's pull towards the canvas edge, logits per cell (default 0)")
     p.add_argument("--lr", type=float, default=None, help="PPO learning rate (default 1e-3)")
+    p.add_argument("--risk-quantile", type=share, default=None,
+                   help="share of each rollout's episodes risk-seeking PPO trains on (default 0.25)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     config = PretrainConfig(seed=args.seed, n_envs=args.envs, hidden=args.hidden, channels=args.channels,
                             fd_iterations=args.fd_iterations, soft_start=args.soft_start,
                             edge_prior=args.edge_prior, val_every=args.val_every if validation else 0,
-                            workers=workers, ppo={} if args.lr is None else {"learning_rate": args.lr})
+                            workers=workers, ppo=_ppo_overrides(args))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
     trainer = Pretrainer(named, out, config, validation, collector=args.collector, problems_fn=problems_fn)
@@ -109,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         trainer.close()
         torch.set_num_threads(threads)
+
+
+def _ppo_overrides(args: argparse.Namespace) -> dict:
+    """The PPO settings given on the command line (the rest are `PPO_DEFAULTS`)."""
+    given = {"learning_rate": args.lr, "risk_quantile": args.risk_quantile}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _train(args: argparse.Namespace, trainer: Pretrainer, named: list, budget_s: float) -> int:

@@ -163,3 +163,17 @@ def test_bad_collector_settings_are_one_line_errors(corpus, tmp_path, capsys, mo
     assert _pretrain(corpus, tmp_path / "c", "--collector", "ray") == 2
     assert "Ray is not installed" in _last_error(capsys)
     assert not (tmp_path / "c").exists()
+
+
+def test_risk_quantile_reaches_ppo_and_bad_values_are_one_line_errors(corpus, tmp_path, capsys) -> None:
+    def weights(name, *extra):
+        assert _pretrain(corpus, tmp_path / name, "--updates", "2", *extra) == 0
+        return load_file(str(tmp_path / name / "policy.safetensors"))
+
+    default = weights("d")
+    quarter, whole = weights("q", "--risk-quantile", "0.25"), weights("w", "--risk-quantile", "1")
+    assert all(torch.equal(default[k], quarter[k]) for k in default)  # 0.25 is the default
+    assert any(not torch.equal(default[k], whole[k]) for k in default)  # every episode: another update
+    assert _pretrain(corpus, tmp_path / "bad", "--risk-quantile", "0") == 2
+    assert "--risk-quantile" in _last_error(capsys)
+    assert not (tmp_path / "bad").exists()
