@@ -181,15 +181,10 @@ class PPO(OnPolicyAlgorithm):
         b_values = values.flatten()[keep]
 
         # 4. Epochs of minibatches over the clipped objective.
-        n = len(keep)
-        if n == 0:  # risk-seeking with no episode finished in this rollout: nothing to learn from
-            nan = float("nan")
-            return {"global_step": float(self.num_timesteps), "mean_return": self.recent_return(),
-                    "learning_rate": self.optimizer.param_groups[0]["lr"], "value_loss": nan,
-                    "policy_loss": nan, "entropy": nan, "approx_kl": 0.0, "clipfrac": 0.0,
-                    "explained_variance": nan}
+        n = len(keep)  # 0 when risk-seeking and no episode ended: no minibatch, NaN losses below
         minibatch_size = max(1, -(-n // cfg.n_minibatches))
         clipfracs, approx_kl = [], torch.tensor(0.0)
+        v_loss = pg_loss = entropy_loss = torch.tensor(float("nan"))
         for _epoch in range(cfg.n_epochs):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, minibatch_size):
@@ -236,7 +231,7 @@ class PPO(OnPolicyAlgorithm):
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
             "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
-            "clipfrac": float(np.mean(clipfracs)), "explained_variance": explained_var,
+            "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0, "explained_variance": explained_var,
         }
 
 

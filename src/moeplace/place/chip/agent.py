@@ -18,7 +18,6 @@ import numpy as np
 from moeplace.place.chip.anneal import ChipSearchResult, soft_only
 from moeplace.place.chip.problem import ChipProblem
 
-COLLECTORS = ("local", "process", "ray")
 # risk-seeking PPO: only a placement's best episodes matter, so each update trains on the top quarter
 PPO_DEFAULTS = dict(n_minibatches=4, n_epochs=2, gamma=1.0, gae_lambda=1.0, learning_rate=1e-3,
                     risk_quantile=0.25, anneal_lr=False, ent_coef=0.01, max_samples=512)
