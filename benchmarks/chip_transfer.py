@@ -8,9 +8,9 @@ nothing (no input placement; soft macros start at the canvas centre):
 - sa: `anneal_chip` (what `place chip --method sa` runs) from a random legal placement;
 - ppo: `train_chip_rl` from a fresh ChipPolicy (`--method rl --policy none`);
 - prior: the untrained policy (the wire-mask greedy with the pre-training's edge prior), zero-shot
-  like the next row: what pre-training has to beat;
+  like the next row at its own best temperature, 1: what pre-training has to beat;
 - zero-shot: the pre-trained policy's greedy episode and the best of its sampled ones, 16 at a time
-  for `--zero-shot` seconds (default 60, the issue's limit);
+  for `--zero-shot` seconds (default 60, the issue's limit), at `--temperature` (default 2);
 - fine-tuned: zero-shot, then PPO from the pre-trained weights for the rest of the budget
   (`--method rl`, the default), with the zero-shot best as incumbent. RL alone: no annealing or
   local search after it.
@@ -46,7 +46,7 @@ from moeplace.place.chip.plc import load_placement  # noqa: E402
 from moeplace.place.chip.policy import ChipPolicy, set_priors  # noqa: E402
 from moeplace.place.chip.policy_io import DEFAULT_POLICY, load_policy  # noqa: E402
 from moeplace.place.chip.problem import ChipProblem  # noqa: E402
-from moeplace.place.chip.transfer import run_pretrained  # noqa: E402
+from moeplace.place.chip.transfer import PRETRAINED_TEMPERATURE, run_pretrained  # noqa: E402
 from moeplace.place.search import random_rollout  # noqa: E402
 from moeplace.utils import markdown_table, print_json_line, seed_everything  # noqa: E402
 
@@ -82,12 +82,13 @@ def run_design(netlist, header, budget_s: float, args, policy_file: str) -> dict
     prior = ChipPolicy(policy.hidden, policy.rounds, policy.channels)
     set_priors(prior, edge=float(trained.get("edge_prior", 0.0)))
     zero = dict(finetune_s=0.0, samples=args.samples, zero_shot_s=args.zero_shot, seed=args.seed)
-    for name, pol in (("prior", prior), ("zero-shot", policy)):
+    for name, pol, warmth in (("prior", prior, 1.0), ("zero-shot", policy, args.temperature)):
         start = time.perf_counter()
-        res, _ = run_pretrained(rl_problem, pol, **zero)
+        res, _ = run_pretrained(rl_problem, pol, temperature=warmth, **zero)
         results[name] = (res.cost, res.evaluations, time.perf_counter() - start)
     policy, _ = load_policy(policy_file)
     res, phases = run_pretrained(rl_problem, policy, budget_s=budget_s, samples=args.samples,
+                                 temperature=args.temperature,
                                  zero_shot_s=args.zero_shot, seed=args.seed, progress=False)
     results["fine-tuned"] = (res.cost, res.evaluations, res.wall_s)
     results["phases"] = phases
@@ -111,6 +112,8 @@ def main() -> None:
                     help="force-directed iterations placing the soft macros after each RL episode")
     ap.add_argument("--samples", type=int, default=16, help="zero-shot sampled episodes per batch")
     ap.add_argument("--zero-shot", type=float, default=60.0, help="zero-shot sampling seconds")
+    ap.add_argument("--temperature", type=float, default=PRETRAINED_TEMPERATURE,
+                    help="sampling temperature of the pre-trained policy (zero-shot and fine-tuned rows)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")

@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from moeplace.cli.args import duration, duration_or_off, nonneg_int, positive_int
+from moeplace.cli.args import duration, duration_or_off, nonneg_int, positive_float, positive_int
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RL with a policy: wall time of zero-shot sampling, batch after batch, best of "
                         "all; 0 = one batch (default: a tenth of --budget, all of it with --finetune-budget "
                         f"0; at most {ZERO_SHOT_MAX_S:g}s)")
+    p.add_argument("--rl-temperature", type=positive_float, default=2.0, metavar="T",
+                   help="RL with a policy: sampling temperature of zero-shot and fine-tuning (logits / T; "
+                        "the greedy episode is unchanged) (default 2)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
@@ -211,8 +214,8 @@ def _single_method(method: str, netlist, header, args: argparse.Namespace, budge
         zero_shot_s = min(ZERO_SHOT_MAX_S, budget_s if args.finetune_budget == 0 else budget_s / 10)
     res, done = run_pretrained(problem, policy, finetune_s=args.finetune_budget, budget_s=budget_s,
                                samples=args.rl_samples, zero_shot_s=zero_shot_s, seed=args.seed,
-                               n_envs=args.rl_envs,
-                               collector=args.collector)
+                               n_envs=args.rl_envs, collector=args.collector,
+                               temperature=args.rl_temperature)
     if phases is not None and done:
         phases.update(done, policy=args.policy)
     return res, problem

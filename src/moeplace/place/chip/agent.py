@@ -30,11 +30,13 @@ def make_env(problem: ChipProblem, n_envs: int, design: int = 0):
     return BatchedChipEnv(problem, n_envs, design=design)
 
 
-def make_policy(problem: ChipProblem, hidden: int = 64, rounds: int = 3, channels: int = 8):
-    """A ChipPolicy with `problem` registered as design 0."""
+def make_policy(problem: ChipProblem, hidden: int = 64, rounds: int = 3, channels: int = 8,
+                temperature: float = 1.0):
+    """A ChipPolicy (sampling at `temperature`) with `problem` registered as design 0."""
     from moeplace.place.chip.policy import ChipPolicy
 
     policy = ChipPolicy(hidden=hidden, rounds=rounds, channels=channels)
+    policy.temperature = temperature
     policy.add_design(problem)
     return policy
 
@@ -52,11 +54,13 @@ def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any,
 def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_episodes: int | None = None,
                   seed: int = 0, hidden: int = 64, rounds: int = 3, channels: int = 8, n_envs: int = 16,
                   collector: str = "local", workers: int = 2, progress: bool = True,
-                  init_weights: dict | None = None, greedy_every: int = 2, **ppo_hparams) -> ChipSearchResult:
+                  init_weights: dict | None = None, greedy_every: int = 2, temperature: float = 1.0,
+                  **ppo_hparams) -> ChipSearchResult:
     """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement.
 
     `init_weights` (a ChipPolicy state dict of the same hidden/rounds/channels, e.g. a pre-trained
-    policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning). Every
+    policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning);
+    `temperature` divides the policy's logits (learner and collectors alike). Every
     `greedy_every` updates (0: never) one greedy episode of the current policy is scored too (it
     counts as an evaluation; the result is the best placement of any episode)."""
     if problem.orientations or problem.soft != "fd":
@@ -71,7 +75,7 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
-    policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels)
+    policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels, temperature)
     policy = policy_fn()
     if init_weights is not None:
         policy.load_state_dict(init_weights)

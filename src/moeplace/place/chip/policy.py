@@ -96,6 +96,7 @@ class ChipPolicy(nn.Module):
     def __init__(self, hidden: int = 64, rounds: int = 3, channels: int = 16) -> None:
         super().__init__()
         self.hidden, self.rounds, self.channels = hidden, rounds, channels
+        self.temperature = 1.0  # sampling temperature: logits are divided by it (greedy choice unchanged)
         self.encoder = GraphEncoder(NODE_DIM, hidden, rounds)
         self.query = nn.Sequential(nn.Linear(2 * hidden + 1, hidden), nn.ReLU())
         in_maps = CELL_DIM + 6  # static cells, edge distance, occupancy, mask, pull, wire mask (rel., abs.)
@@ -165,7 +166,7 @@ class ChipPolicy(nn.Module):
             z = F.relu(z + conv(z))
         wire_w, edge_w = (PRIOR_GAIN * self.wire_weight).exp(), PRIOR_GAIN * self.edge_weight
         to_edge = (edge * (min(g.rows, g.cols) / 2)).reshape(1, -1)  # cells to the canvas edge
-        logits = self.out(z).reshape(b, -1) - wire_w * rel - edge_w * to_edge
+        logits = (self.out(z).reshape(b, -1) - wire_w * rel - edge_w * to_edge) / self.temperature
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
         value = self.value(torch.cat([q, z.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
         return logits, value

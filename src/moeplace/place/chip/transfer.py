@@ -5,7 +5,10 @@ episodes, `samples` at a time stepped together in one BatchedChipEnv, batch afte
 zero-shot budget is spent (at least one batch); no weight changes. Fine-tuning continues
 PPO (train_chip_rl) from the policy's weights on the new design for its own budget. The result is
 the cheapest placement of the three, as the one ChipSearchResult every method returns, and a
-dict of what each phase found and how long it took.
+dict of what each phase found and how long it took. A pre-trained policy samples, and is
+fine-tuned, at a temperature (its logits divided by it; the greedy episode is unchanged): trained
+policies sample close to their greedy episode, and a warmer one finds better best-of-M samples
+(docs/chip.md, "The shipped policy").
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from moeplace.place.chip.anneal import ChipSearchResult, soft_only
 from moeplace.place.chip.problem import ChipProblem
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.vec import obs_to_tensor
+
+PRETRAINED_TEMPERATURE = 2.0  # chosen on the validation designs (generator seeds 2000 and 2500)
 
 
 @torch.no_grad()
@@ -73,16 +78,19 @@ def sampled_episodes(problem: ChipProblem, policy: Any, env: Any, samples: int, 
 
 def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | None = None,
                    budget_s: float | None = None, samples: int = 16, zero_shot_s: float | None = None,
-                   seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True
-                   ) -> tuple[ChipSearchResult, dict[str, Any]]:
+                   seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True,
+                   temperature: float = PRETRAINED_TEMPERATURE) -> tuple[ChipSearchResult, dict[str, Any]]:
     """Zero-shot (greedy, best of sampled episodes: `samples` per batch, batches for `zero_shot_s`
     seconds, None: one batch) then `finetune_s` seconds of PPO from the policy's weights (None: what
-    `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning). The zero-shot best is the
-    incumbent, so the result is never worse than zero-shot."""
+    `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning), sampling at `temperature`
+    throughout. The zero-shot best is the incumbent, so the result is never worse than zero-shot."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if problem.num_nodes == 0:
         return soft_only(problem, problem.fd_iterations), {}
-    threads = torch.get_num_threads()
+    threads, warmth = torch.get_num_threads(), policy.temperature
     torch.set_num_threads(1)
+    policy.temperature = temperature
     start = time.perf_counter()
     try:
         from moeplace.place.chip.batched import BatchedChipEnv
@@ -96,6 +104,7 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         t2 = time.perf_counter()
     finally:
         torch.set_num_threads(threads)
+        policy.temperature = warmth
     best_sample = min(sampled, key=lambda e: e["cost"])
     phases: dict[str, Any] = {
         "greedy": {"proxy": greedy["cost"], "wall_s": t1 - t0},
@@ -112,7 +121,8 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
 
         arch = {"hidden": policy.hidden, "rounds": policy.rounds, "channels": policy.channels}
         tuned = train_chip_rl(problem, budget_s=finetune_s, seed=seed, n_envs=n_envs, collector=collector,
-                              progress=progress, init_weights=dict(policy.state_dict()), **arch)
+                              progress=progress, init_weights=dict(policy.state_dict()),
+                              temperature=temperature, **arch)
         phases["finetuned"] = {"proxy": tuned.cost, "episodes": tuned.evaluations, "wall_s": tuned.wall_s}
         off = time.perf_counter() - start - tuned.wall_s
         best = min(c for c, _ in candidates)
