@@ -10,7 +10,7 @@ nothing (no input placement; soft macros start at the canvas centre):
 - prior: the untrained policy (the wire-mask greedy with the pre-training's edge prior), zero-shot
   like the next row at its own best temperature, 1: what pre-training has to beat;
 - zero-shot: the pre-trained policy's greedy episode and the best of its sampled ones, 16 at a time
-  for `--zero-shot` seconds (default 60, the issue's limit), at `--temperature` (default 2);
+  for `--zero-shot` seconds (default 60, the issue's limit), at `--temperature` (default 1);
 - fine-tuned: zero-shot, then PPO from the pre-trained weights for the rest of the budget
   (`--method rl`, the default), with the zero-shot best as incumbent. RL alone: no annealing or
   local search after it.

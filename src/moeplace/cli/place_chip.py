@@ -70,9 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RL with a policy: wall time of zero-shot sampling, batch after batch, best of "
                         "all; 0 = one batch (default: a tenth of --budget, all of it with --finetune-budget "
                         f"0; at most {ZERO_SHOT_MAX_S:g}s)")
-    p.add_argument("--rl-temperature", type=positive_float, default=2.0, metavar="T",
+    p.add_argument("--rl-temperature", type=positive_float, default=1.0, metavar="T",
                    help="RL with a policy: sampling temperature of zero-shot and fine-tuning (logits / T; "
-                        "the greedy episode is unchanged) (default 2)")
+                        "the greedy episode is unchanged) (default 1)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
