@@ -7,6 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from moeplace.place.chip import pretrain as pretrain_mod
+from moeplace.place.chip.corpus import generate_corpus, load_corpus
+from moeplace.place.chip.problem import ChipProblem
 
 
 @pytest.fixture
@@ -27,3 +29,18 @@ def ctrl_c_in_rollout(monkeypatch) -> Callable[[int], Callable[[], None]]:
         return lambda: monkeypatch.setattr(pretrain_mod.CorpusCollector, "collect", real)
 
     return arm
+
+
+@pytest.fixture(scope="module")
+def design(tmp_path_factory):
+    """One tiny generated design folder (netlist.pb.txt, initial.plc): 4-6 hard macros."""
+    out = tmp_path_factory.mktemp("corpus")
+    generate_corpus(out, 1, seed=8, min_macros=4, max_macros=6, show_progress=False)
+    return out / "design_0000"
+
+
+@pytest.fixture(scope="module")
+def problem(design):
+    """The RL problem of `design` (soft macros by 2 force-directed iterations)."""
+    d = load_corpus([design], builtin=False)[0]
+    return ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=2)

@@ -9,24 +9,9 @@ import torch
 from moeplace.cli import main
 from moeplace.place.chip.agent import make_policy, train_chip_rl
 from moeplace.place.chip.batched import BatchedChipEnv
-from moeplace.place.chip.corpus import generate_corpus, load_corpus
 from moeplace.place.chip.policy import MASKED_LOGIT, ChipPolicy
-from moeplace.place.chip.problem import ChipProblem
 from moeplace.place.chip.transfer import policy_episodes, run_pretrained
 from moeplace.rl.vec import obs_to_tensor
-
-
-@pytest.fixture(scope="module")
-def design(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    generate_corpus(out, 1, seed=11, min_macros=5, max_macros=7, show_progress=False)
-    return out / "design_0000"
-
-
-@pytest.fixture(scope="module")
-def problem(design):
-    d = load_corpus([design], builtin=False)[0]
-    return ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=2)
 
 
 def _trained_looking(seed: int = 0) -> ChipPolicy:

@@ -9,25 +9,9 @@ import pytest
 
 from moeplace.checkpoint import save_checkpoint
 from moeplace.cli import main
-from moeplace.place.chip.corpus import generate_corpus, load_corpus
 from moeplace.place.chip.policy import ChipPolicy
 from moeplace.place.chip.policy_io import DEFAULT_POLICY, FORMAT, VERSION, arch_of, load_policy, save_policy
-from moeplace.place.chip.problem import ChipProblem
 from moeplace.place.chip.transfer import policy_episodes, run_pretrained
-
-
-@pytest.fixture(scope="module")
-def design(tmp_path_factory):
-    """One tiny generated design folder (netlist.pb.txt, initial.plc)."""
-    out = tmp_path_factory.mktemp("corpus")
-    generate_corpus(out, 1, seed=8, min_macros=4, max_macros=6, show_progress=False)
-    return out / "design_0000"
-
-
-@pytest.fixture(scope="module")
-def problem(design):
-    d = load_corpus([design], builtin=False)[0]
-    return ChipProblem(d.netlist, d.header, soft="fd", fd_iterations=2)
 
 
 def _place(design, *extra: str) -> list[str]:
