@@ -46,7 +46,7 @@ from moeplace.place.chip.plc import load_placement  # noqa: E402
 from moeplace.place.chip.policy import ChipPolicy, set_priors  # noqa: E402
 from moeplace.place.chip.policy_io import DEFAULT_POLICY, load_policy  # noqa: E402
 from moeplace.place.chip.problem import ChipProblem  # noqa: E402
-from moeplace.place.chip.transfer import PRETRAINED_TEMPERATURE, run_pretrained  # noqa: E402
+from moeplace.place.chip.transfer import run_pretrained  # noqa: E402
 from moeplace.place.search import random_rollout  # noqa: E402
 from moeplace.utils import markdown_table, print_json_line, seed_everything  # noqa: E402
 
@@ -112,7 +112,7 @@ def main() -> None:
                     help="force-directed iterations placing the soft macros after each RL episode")
     ap.add_argument("--samples", type=int, default=16, help="zero-shot sampled episodes per batch")
     ap.add_argument("--zero-shot", type=float, default=60.0, help="zero-shot sampling seconds")
-    ap.add_argument("--temperature", type=float, default=PRETRAINED_TEMPERATURE,
+    ap.add_argument("--temperature", type=float, default=1.0,
                     help="sampling temperature of the pre-trained policy (zero-shot and fine-tuned rows)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -23,8 +23,6 @@ from moeplace.place.chip.problem import ChipProblem
 from moeplace.rl.distributions import MaskedCategorical
 from moeplace.rl.vec import obs_to_tensor
 
-PRETRAINED_TEMPERATURE = 1.0  # the policy as trained; see docs/chip.md, "Sampling temperature"
-
 
 @torch.no_grad()
 def policy_episodes(problem: ChipProblem, policy: Any, n: int, greedy: bool, seed: int = 0,
@@ -78,7 +76,7 @@ def sampled_episodes(problem: ChipProblem, policy: Any, env: Any, samples: int, 
 def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | None = None,
                    budget_s: float | None = None, samples: int = 16, zero_shot_s: float | None = None,
                    seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True,
-                   temperature: float = PRETRAINED_TEMPERATURE) -> tuple[ChipSearchResult, dict[str, Any]]:
+                   temperature: float = 1.0) -> tuple[ChipSearchResult, dict[str, Any]]:
     """Zero-shot (greedy, best of sampled episodes: `samples` per batch, batches for `zero_shot_s`
     seconds, None: one batch) then `finetune_s` seconds of PPO from the policy's weights (None: what
     `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning), sampling at `temperature`
