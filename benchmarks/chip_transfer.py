@@ -15,10 +15,12 @@ nothing (no input placement; soft macros start at the canvas centre):
   (`--method rl`, the default), with the zero-shot best as incumbent. RL alone: no annealing or
   local search after it.
 
+Every RL row runs in improvement mode (`--incumbent-logit`, default 5 as in `place chip`; 0 = off):
+sampled episodes see the best placement so far and add that many logits to each macro's cell in it.
 The input placement's cost (Ariane133: the reference placement) is printed beside them.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/chip_transfer.py --budget 600 --other-budget 120 [--policy DIR]
-        [--generated 3] [--only ariane|others] [--zero-shot 60]
+        [--generated 3] [--only ariane|others] [--zero-shot 60] [--incumbent-logit 5]
 
 Prints one row per design and method (proxy cost, ratio to SA's, episodes/evaluations, wall time),
 the pre-training budget of the policy and where its time went, and ends with one JSON line.
@@ -76,19 +78,21 @@ def run_design(netlist, header, budget_s: float, args, policy_file: str) -> dict
     results["sa"] = (res.cost, res.evaluations, res.wall_s)
     rl_problem = ChipProblem(netlist, header, soft="fd", fd_iterations=args.fd_iterations,
                              soft_start="center")
-    res = train_chip_rl(rl_problem, budget_s=budget_s, seed=args.seed, progress=False)
+    res = train_chip_rl(rl_problem, budget_s=budget_s, seed=args.seed, progress=False,
+                        incumbent_logit=args.incumbent_logit)
     results["ppo"] = (res.cost, res.evaluations, res.wall_s)
     policy, trained = load_policy(policy_file)
     prior = ChipPolicy(policy.hidden, policy.rounds, policy.channels)
     set_priors(prior, edge=float(trained.get("edge_prior", 0.0)))
-    zero = dict(finetune_s=0.0, samples=args.samples, zero_shot_s=args.zero_shot, seed=args.seed)
+    zero = dict(finetune_s=0.0, samples=args.samples, zero_shot_s=args.zero_shot, seed=args.seed,
+                incumbent_logit=args.incumbent_logit)
     for name, pol, warmth in (("prior", prior, 1.0), ("zero-shot", policy, args.temperature)):
         start = time.perf_counter()
         res, _ = run_pretrained(rl_problem, pol, temperature=warmth, **zero)
         results[name] = (res.cost, res.evaluations, time.perf_counter() - start)
     policy, _ = load_policy(policy_file)
     res, phases = run_pretrained(rl_problem, policy, budget_s=budget_s, samples=args.samples,
-                                 temperature=args.temperature,
+                                 temperature=args.temperature, incumbent_logit=args.incumbent_logit,
                                  zero_shot_s=args.zero_shot, seed=args.seed, progress=False)
     results["fine-tuned"] = (res.cost, res.evaluations, res.wall_s)
     results["phases"] = phases
@@ -114,6 +118,8 @@ def main() -> None:
     ap.add_argument("--zero-shot", type=float, default=60.0, help="zero-shot sampling seconds")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="sampling temperature of the pre-trained policy (zero-shot and fine-tuned rows)")
+    ap.add_argument("--incumbent-logit", type=float, default=5.0,
+                    help="improvement mode of every RL row (place chip's --rl-incumbent-logit; 0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("MOEPLACE_NO_PROGRESS", "1")
@@ -153,7 +159,7 @@ def main() -> None:
     print(markdown_table(rows))
     print_json_line({"budget_s": args.budget, "other_budget_s": args.other_budget, "policy": args.policy,
                      "pretraining": trained, "samples": args.samples, "zero_shot_s": args.zero_shot,
-                     "fd_iterations": args.fd_iterations,
+                     "fd_iterations": args.fd_iterations, "incumbent_logit": args.incumbent_logit,
                      "designs": figures})
 
 

@@ -15,7 +15,14 @@ import argparse
 import os
 from pathlib import Path
 
-from moeplace.cli.args import duration, duration_or_off, nonneg_int, positive_float, positive_int
+from moeplace.cli.args import (
+    duration,
+    duration_or_off,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 from moeplace.cli.chip_settings import (
     add_cost_options,
     add_grid_options,
@@ -28,6 +35,9 @@ from moeplace.cli.chip_settings import (
 # without an action, `place chip --netlist ...` places the netlist.
 _ACTIONS = ["moeplace.cli.chip_eval", "moeplace.cli.chip_generate", "moeplace.cli.chip_pretrain"]
 ZERO_SHOT_MAX_S = 60.0  # zero-shot sampling never takes more than this by default (the issue: <= 60 s)
+# RL improvement mode: logits on each macro's cell of the best placement so far (docs/chip.md,
+# "Improvement mode"; chosen on validation designs, never on Ariane133)
+INCUMBENT_LOGIT = 5.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rl-temperature", type=positive_float, default=1.0, metavar="T",
                    help="RL with a policy: sampling temperature of zero-shot and fine-tuning (logits / T; "
                         "the greedy episode is unchanged) (default 1)")
+    p.add_argument("--rl-incumbent-logit", type=nonneg_float, default=INCUMBENT_LOGIT, metavar="B",
+                   help="RL: improvement mode, B logits added to each macro's cell in the best placement so "
+                        f"far, so samples are variations of it; 0 = off (default {INCUMBENT_LOGIT:g})")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     add_routing_options(p)
@@ -205,7 +218,7 @@ def _single_method(method: str, netlist, header, args: argparse.Namespace, budge
     policy = _load_rl_policy(args.policy)
     if policy is None:
         return train_chip_rl(problem, budget_s=budget_s, seed=args.seed, n_envs=args.rl_envs,
-                             collector=args.collector), problem
+                             collector=args.collector, incumbent_logit=args.rl_incumbent_logit), problem
     from moeplace.place.chip.transfer import run_pretrained
 
     # --finetune-budget: None = what --budget leaves after the zero-shot rollouts; 0 = none
@@ -215,7 +228,7 @@ def _single_method(method: str, netlist, header, args: argparse.Namespace, budge
     res, done = run_pretrained(problem, policy, finetune_s=args.finetune_budget, budget_s=budget_s,
                                samples=args.rl_samples, zero_shot_s=zero_shot_s, seed=args.seed,
                                n_envs=args.rl_envs, collector=args.collector,
-                               temperature=args.rl_temperature)
+                               temperature=args.rl_temperature, incumbent_logit=args.rl_incumbent_logit)
     if phases is not None and done:
         phases.update(done, policy=args.policy)
     return res, problem

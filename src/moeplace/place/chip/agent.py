@@ -23,31 +23,35 @@ PPO_DEFAULTS = dict(n_minibatches=4, n_epochs=2, gamma=1.0, gae_lambda=1.0, lear
                     risk_quantile=0.25, anneal_lr=False, ent_coef=0.01, max_samples=512)
 
 
-def make_env(problem: ChipProblem, n_envs: int, design: int = 0):
+def make_env(problem: ChipProblem, n_envs: int, design: int = 0, improve: bool = False,
+             incumbent: tuple[np.ndarray, float] | None = None):
     """A BatchedChipEnv over `problem` (module level, so collectors in other processes can build it)."""
     from moeplace.place.chip.batched import BatchedChipEnv
 
-    return BatchedChipEnv(problem, n_envs, design=design)
+    return BatchedChipEnv(problem, n_envs, design=design, improve=improve, incumbent=incumbent)
 
 
 def make_policy(problem: ChipProblem, hidden: int = 64, rounds: int = 3, channels: int = 8,
-                temperature: float = 1.0):
-    """A ChipPolicy (sampling at `temperature`) with `problem` registered as design 0."""
+                temperature: float = 1.0, incumbent_logit: float = 0.0):
+    """A ChipPolicy (sampling at `temperature`, `incumbent_logit` on the incumbent's cell) with `problem`
+    registered as design 0."""
     from moeplace.place.chip.policy import ChipPolicy
 
     policy = ChipPolicy(hidden=hidden, rounds=rounds, channels=channels)
-    policy.temperature = temperature
+    policy.temperature, policy.incumbent_logit = temperature, incumbent_logit
     policy.add_design(problem)
     return policy
 
 
 def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any, seed: int,
-                   workers: int = 2) -> Any:
-    """A collector of `kind` (local, process, ray) whose workers each step `n_envs` episodes."""
+                   workers: int = 2, improve: bool = False,
+                   incumbent: tuple[np.ndarray, float] | None = None) -> Any:
+    """A collector of `kind` (local, process, ray) whose workers each step `n_envs` episodes (in
+    improvement mode, each worker's env from `incumbent`, then its own best)."""
     from moeplace.rl.collectors import LocalCollector
     from moeplace.rl.collectors import make_collector as collector_of
 
-    env_fn = functools.partial(make_env, problem, n_envs)
+    env_fn = functools.partial(make_env, problem, n_envs, 0, improve, incumbent)
     return collector_of(kind, functools.partial(LocalCollector, env_fn, policy_fn), workers, seed)
 
 
@@ -55,12 +59,15 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
                   seed: int = 0, hidden: int = 64, rounds: int = 3, channels: int = 8, n_envs: int = 16,
                   collector: str = "local", workers: int = 2, progress: bool = True,
                   init_weights: dict | None = None, greedy_every: int = 2, temperature: float = 1.0,
+                  incumbent_logit: float = 0.0, incumbent: tuple[np.ndarray, float] | None = None,
                   **ppo_hparams) -> ChipSearchResult:
     """Train PPO on the chip problem (soft='fd', no orientations) and return its best placement.
 
     `init_weights` (a ChipPolicy state dict of the same hidden/rounds/channels, e.g. a pre-trained
     policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning);
-    `temperature` divides the policy's logits (learner and collectors alike). Every
+    `temperature` divides the policy's logits (learner and collectors alike). `incumbent_logit` > 0
+    runs improvement mode: the envs show their best placement so far (from `incumbent`, a (placement,
+    cost), if given) and the policy adds that many logits to its cell for each macro. Every
     `greedy_every` updates (0: never) one greedy episode of the current policy is scored too (it
     counts as an evaluation; the result is the best placement of any episode)."""
     if problem.orientations or problem.soft != "fd":
@@ -75,7 +82,8 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors on a busy machine: extra threads only spin
-    policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels, temperature)
+    policy_fn = functools.partial(make_policy, problem, hidden, rounds, channels, temperature,
+                                  incumbent_logit)
     policy = policy_fn()
     if init_weights is not None:
         policy.load_state_dict(init_weights)
@@ -83,7 +91,8 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     hp.update(ppo_hparams)
     algo = PPO(policy, None, **hp)
     budget = _Budget(budget_s, max_episodes, "ppo", progress)
-    source = make_collector(collector, problem, n_envs, policy_fn, seed, workers)
+    source = make_collector(collector, problem, n_envs, policy_fn, seed, workers,
+                            improve=incumbent_logit > 0, incumbent=incumbent)
 
     from moeplace.place.chip.transfer import policy_episodes
 

@@ -32,15 +32,22 @@ class BatchedChipEnv(VectorEnv):
 
     Observations (dict, leading dim N): placement [n] (cell per macro, -1 unplaced), current_node [1],
     slot_occupancy [cells] (covered fraction), action_mask [cells], wiremask [cells] (the weighted HPWL
-    each cell would add for the current macro: `WireMask`) and design [1] (an id the policy
+    each cell would add for the current macro: `WireMask`), incumbent [1] (the current macro's cell in
+    the incumbent placement, -1 without one) and design [1] (an id the policy
     uses to look up the netlist's static graph). `info["action_mask"]` carries the mask for PPO,
     `info["active"]` which envs' next step is a real transition, and at episode ends
     `info["episode_end"]` a list of dicts (env, cost, terms, placement) for the envs that finished.
+
+    Improvement mode (Placeto's formulation; `improve=True`): the env keeps the cheapest complete
+    placement of its episodes (or `incumbent`, a (placement, cost) to start from) and shows it in the
+    observation, so a policy can place each macro given where the best placement so far has it.
+    A new incumbent takes effect from the next episodes; each step's observation records the one used.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, problem: ChipProblem, num_envs: int, design: int = 0) -> None:
+    def __init__(self, problem: ChipProblem, num_envs: int, design: int = 0, improve: bool = False,
+                 incumbent: tuple[np.ndarray, float] | None = None) -> None:
         if problem.orientations:
             raise ValueError("BatchedChipEnv needs a ChipProblem with orientations=False")
         if num_envs < 1:
@@ -64,11 +71,26 @@ class BatchedChipEnv(VectorEnv):
             "slot_occupancy": spaces.Box(0.0, BIG, (self.cells,), np.float32),
             "action_mask": spaces.Box(0, 1, (self.cells,), np.int8),
             "wiremask": spaces.Box(0.0, np.inf, (self.cells,), np.float32),
+            "incumbent": spaces.Box(UNPLACED, self.cells - 1, (1,), np.int64),
             "design": spaces.Box(0, 2**31 - 1, (1,), np.int64),
         })
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.wires = WireMask(problem)
+        self.improve = bool(improve or incumbent is not None)
+        self.best: np.ndarray | None = None
+        self.best_cost = np.inf
+        if incumbent is not None:
+            self.offer(*incumbent)
         self._start()
+
+    def offer(self, placement: np.ndarray, cost: float) -> bool:
+        """Make a complete `placement` of `cost` the incumbent if it is the cheapest so far (improvement
+        mode only); returns whether it was taken."""
+        placement = np.asarray(placement, dtype=np.int64).reshape(-1)
+        if not self.improve or cost >= self.best_cost or len(placement) != self.n or (placement < 0).any():
+            return False
+        self.best, self.best_cost = placement.copy(), float(cost)
+        return True
 
     # --- state -----------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -105,6 +127,8 @@ class BatchedChipEnv(VectorEnv):
                 "slot_occupancy": self.occupancy.copy(),
                 "action_mask": self.mask.astype(np.int8),
                 "wiremask": self.wires.mask(node).astype(np.float32),
+                "incumbent": np.full((self.num_envs, 1), UNPLACED if self.best is None else self.best[node],
+                                     dtype=np.int64),
                 "design": np.full((self.num_envs, 1), self.design, dtype=np.int64)}
 
     def _info(self) -> dict[str, Any]:
@@ -151,6 +175,7 @@ class BatchedChipEnv(VectorEnv):
                 ended.append({"env": int(i), "cost": terms["proxy"], "terms": terms,
                               "placement": self.placement[i].copy()})
                 rewards[i], terminated[i] = -terms["proxy"], True
+                self.offer(self.placement[i], terms["proxy"])  # the next episodes improve on it
             self._start()
         if not self.active.any() and self.t < self.n:  # every env hit a dead end: start over
             self._start()

@@ -97,6 +97,7 @@ class ChipPolicy(nn.Module):
         super().__init__()
         self.hidden, self.rounds, self.channels = hidden, rounds, channels
         self.temperature = 1.0  # sampling temperature: logits are divided by it (greedy choice unchanged)
+        self.incumbent_logit = 0.0  # improvement mode: added to the incumbent's cell (obs "incumbent")
         self.encoder = GraphEncoder(NODE_DIM, hidden, rounds)
         self.query = nn.Sequential(nn.Linear(2 * hidden + 1, hidden), nn.ReLU())
         in_maps = CELL_DIM + 6  # static cells, edge distance, occupancy, mask, pull, wire mask (rel., abs.)
@@ -166,7 +167,12 @@ class ChipPolicy(nn.Module):
             z = F.relu(z + conv(z))
         wire_w, edge_w = (PRIOR_GAIN * self.wire_weight).exp(), PRIOR_GAIN * self.edge_weight
         to_edge = (edge * (min(g.rows, g.cols) / 2)).reshape(1, -1)  # cells to the canvas edge
-        logits = (self.out(z).reshape(b, -1) - wire_w * rel - edge_w * to_edge) / self.temperature
+        logits = self.out(z).reshape(b, -1) - wire_w * rel - edge_w * to_edge
+        if self.incumbent_logit and "incumbent" in obs:  # samples become variations of the incumbent
+            inc = torch.as_tensor(obs["incumbent"]).long().reshape(b)
+            has = torch.nonzero(inc >= 0).squeeze(-1)
+            logits = logits.index_put((has, inc[has]), torch.tensor(self.incumbent_logit), accumulate=True)
+        logits = logits / self.temperature
         logits = logits.masked_fill(~mask, MASKED_LOGIT)
         value = self.value(torch.cat([q, z.mean(dim=(2, 3))], dim=-1)).squeeze(-1)
         return logits, value

@@ -7,7 +7,10 @@ PPO (train_chip_rl) from the policy's weights on the new design for its own budg
 the cheapest placement of the three, as the one ChipSearchResult every method returns, and a
 dict of what each phase found and how long it took. Zero-shot and fine-tuning sample at a
 temperature (the logits divided by it; the greedy episode is unchanged), 1 by default: 2 helped
-zero-shot on validation designs but not fine-tuning on held-out ones (docs/chip.md).
+zero-shot on validation designs but not fine-tuning on held-out ones (docs/chip.md). With an
+incumbent logit > 0 both run in improvement mode: the sampled episodes see the best placement so far
+(first the greedy one), whose cell gets that many extra logits for each macro, so samples are
+variations of it (no weight change in zero-shot; the policy gradient alone in fine-tuning).
 """
 
 from __future__ import annotations
@@ -76,18 +79,22 @@ def sampled_episodes(problem: ChipProblem, policy: Any, env: Any, samples: int, 
 def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | None = None,
                    budget_s: float | None = None, samples: int = 16, zero_shot_s: float | None = None,
                    seed: int = 0, n_envs: int = 16, collector: str = "local", progress: bool = True,
-                   temperature: float = 1.0) -> tuple[ChipSearchResult, dict[str, Any]]:
+                   temperature: float = 1.0, incumbent_logit: float = 0.0
+                   ) -> tuple[ChipSearchResult, dict[str, Any]]:
     """Zero-shot (greedy, best of sampled episodes: `samples` per batch, batches for `zero_shot_s`
     seconds, None: one batch) then `finetune_s` seconds of PPO from the policy's weights (None: what
     `budget_s` leaves after the zero-shot rollouts; 0: no fine-tuning), sampling at `temperature`
-    throughout. The zero-shot best is the incumbent, so the result is never worse than zero-shot."""
+    throughout, in improvement mode when `incumbent_logit` > 0. The zero-shot best is the incumbent,
+    so the result is never worse than zero-shot."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not incumbent_logit >= 0:
+        raise ValueError(f"incumbent_logit must be >= 0, got {incumbent_logit}")
     if problem.num_nodes == 0:
         return soft_only(problem, problem.fd_iterations), {}
-    threads, warmth = torch.get_num_threads(), policy.temperature
+    threads, warmth, bonus = torch.get_num_threads(), policy.temperature, policy.incumbent_logit
     torch.set_num_threads(1)
-    policy.temperature = temperature
+    policy.temperature, policy.incumbent_logit = temperature, incumbent_logit
     start = time.perf_counter()
     try:
         from moeplace.place.chip.batched import BatchedChipEnv
@@ -96,12 +103,14 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         design = policy.add_design(problem)  # once for both rollouts
         greedy = policy_episodes(problem, policy, 1, greedy=True, env=BatchedChipEnv(problem, 1, design))[0]
         t1 = time.perf_counter()
-        sampled = sampled_episodes(problem, policy, BatchedChipEnv(problem, samples, design), samples, seed,
+        env = BatchedChipEnv(problem, samples, design, improve=incumbent_logit > 0,
+                             incumbent=(greedy["placement"], greedy["cost"]) if incumbent_logit > 0 else None)
+        sampled = sampled_episodes(problem, policy, env, samples, seed,
                                    None if zero_shot_s is None else max(0.0, zero_shot_s - (t1 - t0)))
         t2 = time.perf_counter()
     finally:
         torch.set_num_threads(threads)
-        policy.temperature = warmth
+        policy.temperature, policy.incumbent_logit = warmth, bonus
     best_sample = min(sampled, key=lambda e: e["cost"])
     phases: dict[str, Any] = {
         "greedy": {"proxy": greedy["cost"], "wall_s": t1 - t0},
@@ -117,9 +126,11 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         from moeplace.place.chip.agent import train_chip_rl
 
         arch = {"hidden": policy.hidden, "rounds": policy.rounds, "channels": policy.channels}
+        cost0, start0 = min(candidates, key=lambda c: c[0])
         tuned = train_chip_rl(problem, budget_s=finetune_s, seed=seed, n_envs=n_envs, collector=collector,
                               progress=progress, init_weights=dict(policy.state_dict()),
-                              temperature=temperature, **arch)
+                              temperature=temperature, incumbent_logit=incumbent_logit,
+                              incumbent=(np.asarray(start0), cost0) if incumbent_logit > 0 else None, **arch)
         phases["finetuned"] = {"proxy": tuned.cost, "episodes": tuned.evaluations, "wall_s": tuned.wall_s}
         off = time.perf_counter() - start - tuned.wall_s
         best = min(c for c, _ in candidates)
