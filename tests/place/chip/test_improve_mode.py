@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from moeplace.cli import main
 from moeplace.place.chip.agent import train_chip_rl
 from moeplace.place.chip.batched import BatchedChipEnv
 from moeplace.place.chip.policy import ChipPolicy
@@ -108,11 +107,3 @@ def test_improvement_mode_reaches_zero_shot_and_fine_tuning(problem) -> None:
     off, lifted = train_chip_rl(problem, **args), train_chip_rl(problem, incumbent_logit=3.0, **args)
     assert [h[2] for h in off.history] != [h[2] for h in lifted.history]
 
-
-def test_cli_refuses_a_negative_incumbent_logit(design, capsys) -> None:
-    capsys.readouterr()
-    argv = ["place", "chip", "--netlist", str(design / "netlist.pb.txt"), "--plc",
-            str(design / "initial.plc"), "--method", "rl", "--budget", "2s", "--rl-incumbent-logit", "-1"]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--rl-incumbent-logit: must be >= 0" in err[0], err

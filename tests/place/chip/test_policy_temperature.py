@@ -70,10 +70,12 @@ def test_fine_tuning_policies_sample_at_the_temperature(problem) -> None:
     assert [h[2] for h in warm.history] != [h[2] for h in one.history]
 
 
-def test_cli_refuses_a_temperature_that_is_not_positive(design, capsys) -> None:
+@pytest.mark.parametrize("option, value, error", [("--rl-temperature", "0", "must be > 0"),
+                                                   ("--rl-incumbent-logit", "-1", "must be >= 0")])
+def test_cli_refuses_bad_rl_sampling_values(design, capsys, option, value, error) -> None:
     capsys.readouterr()
     argv = ["place", "chip", "--netlist", str(design / "netlist.pb.txt"), "--plc",
-            str(design / "initial.plc"), "--method", "rl", "--budget", "2s", "--rl-temperature", "0"]
+            str(design / "initial.plc"), "--method", "rl", "--budget", "2s", option, value]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--rl-temperature: must be > 0" in err[0], err
+    assert len(err) == 1 and f"{option}: {error}" in err[0], err
