@@ -38,6 +38,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from moeplace.cli.place_chip import INCUMBENT_LOGIT  # noqa: E402
 from moeplace.data import CHIP_DIR  # noqa: E402
 from moeplace.place.chip.agent import train_chip_rl  # noqa: E402
 from moeplace.place.chip.anneal import anneal_chip  # noqa: E402
@@ -118,7 +119,7 @@ def main() -> None:
     ap.add_argument("--zero-shot", type=float, default=60.0, help="zero-shot sampling seconds")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="sampling temperature of the pre-trained policy (zero-shot and fine-tuned rows)")
-    ap.add_argument("--incumbent-logit", type=float, default=5.0,
+    ap.add_argument("--incumbent-logit", type=float, default=INCUMBENT_LOGIT,
                     help="improvement mode of every RL row (place chip's --rl-incumbent-logit; 0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -51,7 +51,7 @@ def make_collector(kind: str, problem: ChipProblem, n_envs: int, policy_fn: Any,
     from moeplace.rl.collectors import LocalCollector
     from moeplace.rl.collectors import make_collector as collector_of
 
-    env_fn = functools.partial(make_env, problem, n_envs, 0, improve, incumbent)
+    env_fn = functools.partial(make_env, problem, n_envs, improve=improve, incumbent=incumbent)
     return collector_of(kind, functools.partial(LocalCollector, env_fn, policy_fn), workers, seed)
 
 
@@ -67,7 +67,8 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     policy's) starts PPO from those weights instead of a fresh initialisation (fine-tuning);
     `temperature` divides the policy's logits (learner and collectors alike). `incumbent_logit` > 0
     runs improvement mode: the envs show their best placement so far (from `incumbent`, a (placement,
-    cost), if given) and the policy adds that many logits to its cell for each macro. Every
+    cost), if given; ignored when the mode is off) and the policy adds that many logits to its cell
+    for each macro. Every
     `greedy_every` updates (0: never) one greedy episode of the current policy is scored too (it
     counts as an evaluation; the result is the best placement of any episode)."""
     if problem.orientations or problem.soft != "fd":
@@ -91,8 +92,9 @@ def train_chip_rl(problem: ChipProblem, *, budget_s: float | None = None, max_ep
     hp.update(ppo_hparams)
     algo = PPO(policy, None, **hp)
     budget = _Budget(budget_s, max_episodes, "ppo", progress)
-    source = make_collector(collector, problem, n_envs, policy_fn, seed, workers,
-                            improve=incumbent_logit > 0, incumbent=incumbent)
+    improve = incumbent_logit > 0
+    source = make_collector(collector, problem, n_envs, policy_fn, seed, workers, improve=improve,
+                            incumbent=incumbent if improve else None)
 
     from moeplace.place.chip.transfer import policy_episodes
 

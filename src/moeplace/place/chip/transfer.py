@@ -126,14 +126,13 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         from moeplace.place.chip.agent import train_chip_rl
 
         arch = {"hidden": policy.hidden, "rounds": policy.rounds, "channels": policy.channels}
-        cost0, start0 = min(candidates, key=lambda c: c[0])
+        best, zero_best = min(candidates, key=lambda c: c[0])  # fine-tuning's incumbent
         tuned = train_chip_rl(problem, budget_s=finetune_s, seed=seed, n_envs=n_envs, collector=collector,
                               progress=progress, init_weights=dict(policy.state_dict()),
                               temperature=temperature, incumbent_logit=incumbent_logit,
-                              incumbent=(np.asarray(start0), cost0) if incumbent_logit > 0 else None, **arch)
+                              incumbent=(np.asarray(zero_best), best), **arch)
         phases["finetuned"] = {"proxy": tuned.cost, "episodes": tuned.evaluations, "wall_s": tuned.wall_s}
         off = time.perf_counter() - start - tuned.wall_s
-        best = min(c for c, _ in candidates)
         for e, sec, c in tuned.history:  # fine-tuning's improvements on the zero-shot best
             if c < best:
                 history.append((evaluations + e, off + sec, c))
