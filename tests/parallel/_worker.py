@@ -25,10 +25,9 @@ from moeplace.moe.parallel import (
     ExpertParallel,
     apply_expert_parallel,
     clip_grad_norm_,
-    load_sharded,
-    save_sharded,
     sync_gradients,
 )
+from moeplace.moe.sharded import load_sharded, save_sharded
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

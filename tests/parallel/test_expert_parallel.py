@@ -17,7 +17,8 @@ import launch  # noqa: E402
 from _worker import TinyNet  # noqa: E402
 
 from moeplace.errors import CheckpointError  # noqa: E402
-from moeplace.moe.parallel import apply_expert_parallel, load_sharded, read_index, save_sharded  # noqa: E402
+from moeplace.moe.parallel import apply_expert_parallel  # noqa: E402
+from moeplace.moe.sharded import load_sharded, read_index, save_sharded  # noqa: E402
 
 WORKER = str(Path(__file__).resolve().parent / "_worker.py")
 

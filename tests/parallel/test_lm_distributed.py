@@ -20,7 +20,7 @@ import launch  # noqa: E402
 from _lm_worker import run as run_tiny  # noqa: E402
 
 from moeplace.lm.distributed import SHARDED_DIR  # noqa: E402
-from moeplace.moe.parallel import read_index  # noqa: E402
+from moeplace.moe.sharded import read_index  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LM_WORKER = str(HERE / "_lm_worker.py")

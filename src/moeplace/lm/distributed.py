@@ -30,7 +30,7 @@ from moeplace.checkpoint import load_checkpoint, load_model_state
 from moeplace.errors import CheckpointError, InputError, MoeplaceError
 from moeplace.lm.config import train_config_from_dict
 from moeplace.lm.models import build_model
-from moeplace.moe import parallel
+from moeplace.moe import parallel, sharded
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -253,7 +253,7 @@ def agree_time(seconds: float, ctx: DistContext) -> float:
 def sharded_checkpoint(out_dir: str | os.PathLike[str], single: str = "ckpt.safetensors") -> Path | None:
     """The run folder's sharded checkpoint if it is there and not older than the single-file one."""
     shard_dir = Path(out_dir) / SHARDED_DIR
-    index = shard_dir / parallel.INDEX_FILE
+    index = shard_dir / sharded.INDEX_FILE
     if not index.is_file():
         return None
     one = Path(out_dir) / single
@@ -265,7 +265,7 @@ def sharded_checkpoint(out_dir: str | os.PathLike[str], single: str = "ckpt.safe
 def find_sharded(path: str | os.PathLike[str], single: str = "ckpt.safetensors") -> Path | None:
     """The sharded checkpoint `path` names (a run folder or the shard folder itself), or None."""
     p = Path(path)
-    if (p / parallel.INDEX_FILE).is_file():
+    if (p / sharded.INDEX_FILE).is_file():
         return p
     return sharded_checkpoint(p, single) if p.is_dir() else None
 
@@ -280,7 +280,7 @@ def save_train_checkpoint(out_dir: str | os.PathLike[str], state: dict[str, Any]
     """
     extra = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
     with guard(ctx, "checkpointing"):
-        return parallel.save_sharded(Path(out_dir) / SHARDED_DIR, model, optimizer, extra=extra,
+        return sharded.save_sharded(Path(out_dir) / SHARDED_DIR, model, optimizer, extra=extra,
                                      rank_extra={"rng": {"torch": torch.get_rng_state()}})
 
 
@@ -297,8 +297,8 @@ def load_train_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
     shard_dir = sharded_checkpoint(out_dir, single)
     if shard_dir is not None:
         with guard(ctx, "loading the checkpoint"):
-            state = parallel.load_sharded(shard_dir, model, optimizer)
-            mine = parallel.read_rank_extra(shard_dir)
+            state = sharded.load_sharded(shard_dir, model, optimizer)
+            mine = sharded.read_rank_extra(shard_dir)
         _check_config(shard_dir, state, model_config)
         if mine is not None:
             state["rng"] = mine["rng"]
@@ -337,11 +337,11 @@ def _check_config(source: Path, state: dict[str, Any], model_config: dict | None
 
 def load_sharded_for_inference(shard_dir: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """A whole model (one process, eval mode) and the saved state from a sharded LM checkpoint."""
-    index_extra = load_checkpoint(Path(shard_dir) / parallel.read_index(shard_dir)["shards"][0])["extra"]
+    index_extra = load_checkpoint(Path(shard_dir) / sharded.read_index(shard_dir)["shards"][0])["extra"]
     if not isinstance(index_extra, dict) or "config" not in index_extra:
         raise CheckpointError(f"{shard_dir}: not a language-model checkpoint (no 'config')")
     cfg = train_config_from_dict(index_extra["config"], str(shard_dir))
     model = build_model(cfg.model)
-    state = parallel.load_sharded(shard_dir, model)
+    state = sharded.load_sharded(shard_dir, model)
     model.eval()
     return model, state
