@@ -281,7 +281,7 @@ def save_train_checkpoint(out_dir: str | os.PathLike[str], state: dict[str, Any]
     extra = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
     with guard(ctx, "checkpointing"):
         return sharded.save_sharded(Path(out_dir) / SHARDED_DIR, model, optimizer, extra=extra,
-                                     rank_extra={"rng": {"torch": torch.get_rng_state()}})
+                                    rank_extra={"rng": {"torch": torch.get_rng_state()}})
 
 
 def load_train_checkpoint(out_dir: str | os.PathLike[str], model: nn.Module,
