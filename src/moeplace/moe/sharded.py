@@ -174,9 +174,8 @@ def _load_optimizer(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
             entry = shard(first)["optimizer"]["state"].get(name)
             if entry is None:
                 continue
-            cut = {}
+            cut, local = {}, shard(first)["model"][name]
             for key, value in entry.items():
-                local = shard(first)["model"][name]
                 if isinstance(value, torch.Tensor) and value.shape == local.shape:
                     value = _assemble(name, a, b, ranges, lambda s, n=name, k=key: shard(s)["optimizer"][
                         "state"][n][k])

@@ -103,8 +103,9 @@ def run_pretrained(problem: ChipProblem, policy: Any, *, finetune_s: float | Non
         design = policy.add_design(problem)  # once for both rollouts
         greedy = policy_episodes(problem, policy, 1, greedy=True, env=BatchedChipEnv(problem, 1, design))[0]
         t1 = time.perf_counter()
-        env = BatchedChipEnv(problem, samples, design, improve=incumbent_logit > 0,
-                             incumbent=(greedy["placement"], greedy["cost"]) if incumbent_logit > 0 else None)
+        improve = incumbent_logit > 0
+        env = BatchedChipEnv(problem, samples, design, improve=improve,
+                             incumbent=(greedy["placement"], greedy["cost"]) if improve else None)
         sampled = sampled_episodes(problem, policy, env, samples, seed,
                                    None if zero_shot_s is None else max(0.0, zero_shot_s - (t1 - t0)))
         t2 = time.perf_counter()
