@@ -17,7 +17,7 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
-from moeplace.cli.args import duration, nonneg_int, positive_int, share
+from moeplace.cli.args import duration, nonneg_float, nonneg_int, positive_int, share
 
 if TYPE_CHECKING:
     from moeplace.place.chip.pretrain import Pretrainer
@@ -62,6 +62,8 @@ def register(actions: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="PPO learning rate (default 1e-3)")
     p.add_argument("--risk-quantile", type=share, default=None,
                    help="share of each rollout's episodes risk-seeking PPO trains on (default 0.25)")
+    p.add_argument("--ent-coef", type=nonneg_float, default=None,
+                   help="PPO's entropy-bonus weight (default 0.01; see docs/chip.md on entropy collapse)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _ppo_overrides(args: argparse.Namespace) -> dict:
     """The PPO settings given on the command line (the rest are `PPO_DEFAULTS`)."""
-    given = {"learning_rate": args.lr, "risk_quantile": args.risk_quantile}
+    given = {"learning_rate": args.lr, "risk_quantile": args.risk_quantile, "ent_coef": args.ent_coef}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -177,3 +177,16 @@ def test_risk_quantile_reaches_ppo_and_bad_values_are_one_line_errors(corpus, tm
     assert _pretrain(corpus, tmp_path / "bad", "--risk-quantile", "0") == 2
     assert "--risk-quantile" in _last_error(capsys)
     assert not (tmp_path / "bad").exists()
+
+
+def test_ent_coef_reaches_ppo_and_negative_is_a_one_line_error(corpus, tmp_path, capsys) -> None:
+    def weights(name, *extra):
+        assert _pretrain(corpus, tmp_path / name, "--updates", "2", *extra) == 0
+        return load_file(str(tmp_path / name / "policy.safetensors"))
+
+    default, same, other = weights("d"), weights("s", "--ent-coef", "0.01"), weights("o", "--ent-coef", "0.5")
+    assert all(torch.equal(default[k], same[k]) for k in default)  # 0.01 is the default
+    assert any(not torch.equal(default[k], other[k]) for k in default)  # another bonus: another update
+    assert _pretrain(corpus, tmp_path / "bad", "--ent-coef", "-1") == 2
+    assert "--ent-coef" in _last_error(capsys)
+    assert not (tmp_path / "bad").exists()
