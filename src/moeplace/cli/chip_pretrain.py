@@ -64,6 +64,8 @@ def register(actions: argparse._SubParsersAction) -> None:
                    help="share of each rollout's episodes risk-seeking PPO trains on (default 0.25)")
     p.add_argument("--ent-coef", type=nonneg_float, default=None,
                    help="PPO's entropy-bonus weight (default 0.01; see docs/chip.md on entropy collapse)")
+    p.add_argument("--prior-kl", type=nonneg_float, default=None,
+                   help="weight of KL(policy || the untrained prior) in PPO's loss (default 0: none)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="random seed")
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     p.set_defaults(func=run)
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _ppo_overrides(args: argparse.Namespace) -> dict:
     """The PPO settings given on the command line (the rest are `PPO_DEFAULTS`)."""
-    given = {"learning_rate": args.lr, "risk_quantile": args.risk_quantile, "ent_coef": args.ent_coef}
+    given = {"learning_rate": args.lr, "risk_quantile": args.risk_quantile, "ent_coef": args.ent_coef,
+             "ref_kl_coef": args.prior_kl}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -6,6 +6,8 @@ termination), then run `n_epochs` passes of shuffled minibatches over the clippe
 objective, the (optionally clipped) value loss and an entropy bonus, with gradient clipping,
 optional linear learning-rate annealing and an optional target-KL early stop. With `risk_quantile`
 the update is risk-seeking: it trains on the rollout's best episodes only (`risk_seeking_advantages`).
+With `ref_kl_coef` > 0 the loss adds that weight times KL(policy || reference) on each minibatch's
+observations, `reference` a frozen policy given to PPO (e.g. a prior the policy should not forget).
 
     algo = PPO(policy, envs, n_steps=32, n_epochs=20)
     algo.learn(100_000)
@@ -71,12 +73,16 @@ class PPOConfig:
     """Risk-seeking policy gradient (Petersen et al. 2021): train only on the complete episodes whose
     return is in the rollout's top `risk_quantile` fraction, with advantage return − that quantile
     (no critic in the advantage): for problems where the best episode, not the mean, counts."""
+    ref_kl_coef: float = 0.0
+    """Weight of KL(policy || reference) in the loss (0: no reference); needs PPO's `reference`."""
     seed: int = 0
     """Seed of the env resets, action sampling and minibatch shuffling."""
 
     def __post_init__(self) -> None:
         if self.risk_quantile is not None and not 0.0 < self.risk_quantile <= 1.0:
             raise ValueError(f"PPO: risk_quantile must be in (0, 1], got {self.risk_quantile}")
+        if not self.ref_kl_coef >= 0.0:
+            raise ValueError(f"PPO: ref_kl_coef must be >= 0, got {self.ref_kl_coef}")
 
 
 class PPO(OnPolicyAlgorithm):
@@ -86,6 +92,7 @@ class PPO(OnPolicyAlgorithm):
     config: PPOConfig
     _worker: RolloutWorker | None = None  # steps self.env (built on the first learn)
     last_rollout: Rollout | None = None
+    reference: torch.nn.Module | None = None  # the frozen policy of the ref_kl_coef term
 
     @divergence_guard
     def learn(self, total_timesteps: int, callback: Callback | None = None,
@@ -143,6 +150,8 @@ class PPO(OnPolicyAlgorithm):
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One PPO update (GAE, epochs of clipped-objective minibatches) from a rollout; its diagnostics."""
         cfg, policy = self.config, self.policy
+        if cfg.ref_kl_coef > 0 and self.reference is None:
+            raise ValueError("PPO: ref_kl_coef > 0 needs a reference policy (set algo.reference)")
         n_steps = rollout.actions.shape[0]
         n_envs = rollout.n_envs
         same_step = rollout.same_step
@@ -184,7 +193,7 @@ class PPO(OnPolicyAlgorithm):
         n = len(keep)  # 0 when risk-seeking and no episode ended: no minibatch, NaN losses below
         minibatch_size = max(1, -(-n // cfg.n_minibatches))
         clipfracs, approx_kl = [], torch.tensor(0.0)
-        v_loss = pg_loss = entropy_loss = torch.tensor(float("nan"))
+        v_loss = pg_loss = entropy_loss = ref_kl = torch.tensor(float("nan"))
         for _epoch in range(cfg.n_epochs):
             perm = torch.randperm(n, generator=self.generator)
             for start in range(0, n, minibatch_size):
@@ -217,6 +226,16 @@ class PPO(OnPolicyAlgorithm):
 
                 entropy_loss = entropy.mean()
                 loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+                if cfg.ref_kl_coef > 0:
+                    with torch.no_grad():
+                        ref_logits, _ = self.reference(index_obs(b_obs, mb))
+                    ref = MaskedCategorical(ref_logits, dist.mask)
+                    # KL(p || q) = sum_a p(a) (log p(a) - log q(a)), over the legal actions only
+                    terms = dist.probs * (dist.logits - ref.logits)
+                    if dist.mask is not None:
+                        terms = torch.where(dist.mask, terms, torch.zeros_like(terms))
+                    ref_kl = terms.sum(dim=-1).mean()
+                    loss = loss + cfg.ref_kl_coef * ref_kl
                 self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
                 self.optimizer.step()
             if cfg.target_kl is not None and approx_kl > cfg.target_kl:
@@ -230,7 +249,7 @@ class PPO(OnPolicyAlgorithm):
             "mean_return": self.recent_return(),
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "value_loss": v_loss.item(), "policy_loss": pg_loss.item(),
-            "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(),
+            "entropy": entropy_loss.item(), "approx_kl": approx_kl.item(), "ref_kl": ref_kl.item(),
             "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0, "explained_variance": explained_var,
         }
 

@@ -20,6 +20,7 @@ that drifts never hands out a worse policy than the one it kept; the checkpoint 
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Callable
@@ -218,6 +219,8 @@ class Pretrainer:
         hp = dict(PPO_DEFAULTS, seed=config.seed)
         hp.update(config.ppo)
         self.algo = PPO(self.policy, None, **hp)
+        if self.algo.config.ref_kl_coef > 0:  # the reference: the untrained prior, frozen
+            self.algo.reference = copy.deepcopy(self.policy).requires_grad_(False)
         self.updates, self.episodes, self.elapsed_s = 0, 0, 0.0
         self.time = {"rollout_s": 0.0, "update_s": 0.0, "checkpoint_s": 0.0}
         self.best: dict[str, float] = {}
@@ -356,7 +359,7 @@ class Pretrainer:
                 "mean_cost": mean, "min_cost": min(costs) if costs else None,
                 "normalised_cost": mean / self.collector.scale[d], "rollout_s": round(rollout_s, 3),
                 "update_s": round(wall - rollout_s, 3),
-                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}}
+                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "ref_kl")}}
 
 
 def plot_curve(records: list[dict[str, Any]], path: str | Path, window: int = 20) -> None:
