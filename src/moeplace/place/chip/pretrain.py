@@ -359,7 +359,8 @@ class Pretrainer:
                 "mean_cost": mean, "min_cost": min(costs) if costs else None,
                 "normalised_cost": mean / self.collector.scale[d], "rollout_s": round(rollout_s, 3),
                 "update_s": round(wall - rollout_s, 3),
-                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "ref_kl")}}
+                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
+                                        "ref_kl")}}
 
 
 def plot_curve(records: list[dict[str, Any]], path: str | Path, window: int = 20) -> None:
