@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import multiprocessing
 
 import numpy as np
@@ -189,4 +190,20 @@ def test_ent_coef_reaches_ppo_and_negative_is_a_one_line_error(corpus, tmp_path,
     assert any(not torch.equal(default[k], other[k]) for k in default)  # another bonus: another update
     assert _pretrain(corpus, tmp_path / "bad", "--ent-coef", "-1") == 2
     assert "--ent-coef" in _last_error(capsys)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_prior_kl_anchors_pretraining_and_negative_is_a_one_line_error(corpus, tmp_path, capsys) -> None:
+    def run(name, *extra):
+        assert _pretrain(corpus, tmp_path / name, "--updates", "3", *extra) == 0
+        rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return load_file(str(tmp_path / name / "policy.safetensors")), rows
+
+    free, free_rows = run("free")
+    held, held_rows = run("held", "--prior-kl", "1")
+    assert all(r["ref_kl"] is None for r in free_rows)  # no reference: no term (NaN, written as null)
+    assert all(r["ref_kl"] >= 0 for r in held_rows)  # a KL divergence, reported per update
+    assert any(not torch.equal(free[k], held[k]) for k in free)  # the term changes the update
+    assert _pretrain(corpus, tmp_path / "bad", "--prior-kl", "-0.5") == 2
+    assert "--prior-kl" in _last_error(capsys)
     assert not (tmp_path / "bad").exists()
