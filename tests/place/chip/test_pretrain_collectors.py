@@ -166,30 +166,21 @@ def test_bad_collector_settings_are_one_line_errors(corpus, tmp_path, capsys, mo
     assert not (tmp_path / "c").exists()
 
 
-def test_risk_quantile_reaches_ppo_and_bad_values_are_one_line_errors(corpus, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("option, default, other, bad", [
+    ("--risk-quantile", "0.25", "1", "0"),  # 1: every episode, another update
+    ("--ent-coef", "0.01", "0.5", "-1"),  # another entropy bonus, another update
+])
+def test_ppo_option_reaches_ppo_and_a_bad_value_is_a_one_line_error(corpus, tmp_path, capsys, option, default,
+                                                                   other, bad) -> None:
     def weights(name, *extra):
         assert _pretrain(corpus, tmp_path / name, "--updates", "2", *extra) == 0
         return load_file(str(tmp_path / name / "policy.safetensors"))
 
-    default = weights("d")
-    quarter, whole = weights("q", "--risk-quantile", "0.25"), weights("w", "--risk-quantile", "1")
-    assert all(torch.equal(default[k], quarter[k]) for k in default)  # 0.25 is the default
-    assert any(not torch.equal(default[k], whole[k]) for k in default)  # every episode: another update
-    assert _pretrain(corpus, tmp_path / "bad", "--risk-quantile", "0") == 2
-    assert "--risk-quantile" in _last_error(capsys)
-    assert not (tmp_path / "bad").exists()
-
-
-def test_ent_coef_reaches_ppo_and_negative_is_a_one_line_error(corpus, tmp_path, capsys) -> None:
-    def weights(name, *extra):
-        assert _pretrain(corpus, tmp_path / name, "--updates", "2", *extra) == 0
-        return load_file(str(tmp_path / name / "policy.safetensors"))
-
-    default, same, other = weights("d"), weights("s", "--ent-coef", "0.01"), weights("o", "--ent-coef", "0.5")
-    assert all(torch.equal(default[k], same[k]) for k in default)  # 0.01 is the default
-    assert any(not torch.equal(default[k], other[k]) for k in default)  # another bonus: another update
-    assert _pretrain(corpus, tmp_path / "bad", "--ent-coef", "-1") == 2
-    assert "--ent-coef" in _last_error(capsys)
+    unset, same, changed = weights("u"), weights("s", option, default), weights("c", option, other)
+    assert all(torch.equal(unset[k], same[k]) for k in unset)  # the default is what an unset option gives
+    assert any(not torch.equal(unset[k], changed[k]) for k in unset)
+    assert _pretrain(corpus, tmp_path / "bad", option, bad) == 2
+    assert option in _last_error(capsys)
     assert not (tmp_path / "bad").exists()
 
 
