@@ -55,3 +55,10 @@ class MaskedCategorical:
         if self.mask is not None:
             plogp = torch.where(self.mask, plogp, torch.zeros_like(plogp))
         return -plogp.sum(dim=-1)
+
+    def kl(self, other: MaskedCategorical) -> torch.Tensor:
+        """KL(self || other) `[B]` = sum_a p(a) (log p(a) - log q(a)) over self's legal actions."""
+        terms = self.probs * (self.logits - other.logits)
+        if self.mask is not None:
+            terms = torch.where(self.mask, terms, torch.zeros_like(terms))
+        return terms.sum(dim=-1)

@@ -229,12 +229,7 @@ class PPO(OnPolicyAlgorithm):
                 if cfg.ref_kl_coef > 0:
                     with torch.no_grad():
                         ref_logits, _ = self.reference(index_obs(b_obs, mb))
-                    ref = MaskedCategorical(ref_logits, dist.mask)
-                    # KL(p || q) = sum_a p(a) (log p(a) - log q(a)), over the legal actions only
-                    terms = dist.probs * (dist.logits - ref.logits)
-                    if dist.mask is not None:
-                        terms = torch.where(dist.mask, terms, torch.zeros_like(terms))
-                    ref_kl = terms.sum(dim=-1).mean()
+                    ref_kl = dist.kl(MaskedCategorical(ref_logits, dist.mask)).mean()
                     loss = loss + cfg.ref_kl_coef * ref_kl
                 self._backward(loss, cfg.max_grad_norm)  # DivergenceError if not finite
                 self.optimizer.step()
